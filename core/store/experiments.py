@@ -1,0 +1,4 @@
+"""Store area: experiments (tables and queries)."""
+from __future__ import annotations
+
+MIGRATIONS: list = []
