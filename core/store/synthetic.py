@@ -30,4 +30,22 @@ def _m001_synthetic(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS = [("010_synthetic_trials", _m001_synthetic)]
+def _m002_generation_failures(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE generation_failures (
+            id VARCHAR PRIMARY KEY,          -- run_id + ':' + item index
+            run_id VARCHAR,
+            item_index INTEGER,
+            intended_intervention VARCHAR,
+            intended_label INTEGER,
+            stage VARCHAR,                   -- 'retrieval', 'reasoning', 'generation', 'parse', ...
+            reason VARCHAR,
+            raw_text VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+MIGRATIONS = [("010_synthetic_trials", _m001_synthetic), ("011_generation_failures", _m002_generation_failures)]
