@@ -1,0 +1,210 @@
+"""`python -m core finetune ...` (one experiment cell) and `python -m core experiment table3 ...`
+(the paper's whole grid). Errors a user can fix: exit 2 with a message."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from core import experiments as X
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give integers separated by commas, e.g. 40,41,42")
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds: give at least one seed")
+    return seeds
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="the store (default: CTGEN_DB or data/ctgen.duckdb)")
+    parser.add_argument("--model", default="auto",
+                        help="tfidf | auto (BioBERT if available locally, else the bundled all-MiniLM-L6-v2) | "
+                             "minilm | a local model directory | a Hugging Face id in the local cache")
+    parser.add_argument("--seeds", type=_seeds, default=list(X.DEFAULT_SEEDS), help="comma-separated (default 40,41,42)")
+    parser.add_argument("--epochs", type=int, default=7, help="training epochs (encoders; default 7)")
+    parser.add_argument("--max-length", type=int, default=512, help="max tokens per trial (encoders; default 512)")
+    parser.add_argument("--synthetic-source", default=None, help="use only synthetic trials of this source")
+    parser.add_argument("--scrub-mode", choices=("strict", "paper"), default="strict",
+                        help="strict (default): remove everything that leaks the outcome; paper: the paper's removals")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "experiment":
+        parser.add_argument("name", choices=["table3"], help="the grid to run (table3: the paper's Table 3)")
+        parser.add_argument("--ratio-size", type=int, default=None,
+                            help="training size of the ratio test (default: the synthetic count, capped by A train)")
+        _common(parser)
+        return
+    parser.add_argument("--experiment", required=True, choices=X.EXPERIMENTS)
+    parser.add_argument("--train", choices=X.TRAIN_SETS, default=None,
+                        help="none | real | synthetic | hybrid (ratio test: implied by --synthetic-ratio)")
+    parser.add_argument("--synthetic-ratio", type=float, default=None,
+                        help="ratio test: share of synthetic trials in the training set, 0..1 (or 0..100 %%)")
+    parser.add_argument("--ratio-size", type=int, default=None, help="ratio test: training set size")
+    _common(parser)
+    # Set by core.jobs for background runs.
+    parser.add_argument("--run-id", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--job-dir", default=None, help=argparse.SUPPRESS)
+
+
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("cancelled")
+
+
+def _progress_bar(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, mininterval=1.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "experiment":
+        return _run_table3(args)
+    return _run_finetune(args)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from core.finetune import resolve_model
+    from core.jobs import JobFiles
+
+    files = JobFiles(args.job_dir) if args.job_dir else None
+    if files:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        files.status("running", started_at=time.time(), pid_child=None)
+    bar = None
+    try:
+        train = args.train
+        if train is None:
+            if args.experiment != "ratio":
+                return _fail(files, "--train is required (none, real, synthetic or hybrid)")
+            train = "hybrid"
+        try:
+            ratio = X.normalize_ratio(args.synthetic_ratio)
+            spec = resolve_model(args.model)
+        except ValueError as exc:
+            return _fail(files, str(exc))
+        if spec.note:
+            print(f"note: {spec.note}", file=sys.stderr)
+        print(f"model: {spec.name}", file=sys.stderr)
+        try:
+            ds = X.load_dataset(args.db, args.synthetic_source, args.scrub_mode)  # short read-only connection
+            X.check_request(ds, args.experiment, train, ratio)
+        except FileNotFoundError as exc:
+            return _fail(files, str(exc))
+        except X.ExperimentError as exc:
+            return _fail(files, str(exc))
+        print(f"set A: {len(ds.set_a)} trials ({ds.interventions_from}: {len(ds.interventions)}); "
+              f"set B: {len(ds.set_b)}; synthetic: {len(ds.synthetic)}", file=sys.stderr)
+        state = {"seed_index": -1}
+
+        def progress(info: dict[str, Any]) -> None:
+            nonlocal bar
+            if files:
+                files.progress(info)
+            if info["seed_index"] != state["seed_index"]:
+                state["seed_index"] = info["seed_index"]
+                if bar is not None:
+                    bar.close()
+                bar = _progress_bar(info.get("max_steps") or 1, f"seed {info['seed']} ({info['seed_index'] + 1}/{info['n_seeds']})")
+            if bar is not None:
+                bar.total = max(info.get("max_steps") or 1, 1)
+                bar.n = info.get("step") or 0
+                if info.get("loss") is not None:
+                    bar.set_postfix(loss=f"{info['loss']:.4f}", epoch=info.get("epoch"), refresh=False)
+                bar.refresh()
+
+        try:
+            run_row, per_seed = X.run_cell(ds, args.experiment, train, args.model, args.seeds, ratio=ratio,
+                                           epochs=args.epochs, max_length=args.max_length,
+                                           train_size=args.ratio_size, run_id=args.run_id, progress=progress)
+        except X.ExperimentError as exc:
+            return _fail(files, str(exc))
+        if bar is not None:
+            bar.close()
+        if files:
+            files.result(run_row, per_seed)  # on disk first: nothing is lost if the store stays busy
+        X.store_run(args.db, run_row, per_seed)
+        if files:
+            files.status("done", finished_at=time.time(), stored=True, model_used=run_row["model_used"])
+        _print_summary(run_row, args.json)
+        return 0
+    except KeyboardInterrupt:
+        if files:
+            files.status("cancelled", finished_at=time.time())
+        print("cancelled", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if files:
+            files.status("failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _fail(files: Any, msg: str) -> int:
+    if files:
+        files.status("failed", finished_at=time.time(), error=msg)
+    return _err(msg)
+
+
+def _print_summary(run_row: dict[str, Any], as_json: bool) -> None:
+    s = run_row["summary"]
+    print(f"run {run_row['run_id']}: {run_row['experiment']} / {X.cell_title(run_row)} / model {run_row['model_used']}"
+          + (f" ({run_row['model_note']})" if run_row.get("model_note") else ""))
+    print(f"n_train={run_row['n_train']} n_val={run_row['n_val']} n_test={run_row['n_test']} "
+          f"seeds={','.join(map(str, run_row['seeds']))}")
+    for m in X.METRICS:
+        mean, sd = s[m]["mean"], s[m]["sd"]
+        print(f"  {X.METRIC_TITLES[m]:<10} " + ("n/a" if mean is None else f"{mean:.3f} ± {sd:.3f}"))
+    if as_json:
+        print(json.dumps(X.json_summary(run_row)))
+
+
+def _run_table3(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.finetune import resolve_model
+
+    try:
+        spec = resolve_model(args.model)
+        ds = X.load_dataset(args.db, args.synthetic_source, args.scrub_mode)
+    except (ValueError, FileNotFoundError) as exc:
+        return _err(str(exc))
+    if spec.note:
+        print(f"note: {spec.note}", file=sys.stderr)
+    grid_id = time.strftime("table3-%Y%m%d-%H%M%S")
+    runs, skipped = [], []
+    cells = X.table3_grid()
+    for experiment, train, ratio in tqdm(cells, desc="table3", unit="cell", file=sys.stderr):
+        try:
+            run_row, per_seed = X.run_cell(ds, experiment, train, args.model, args.seeds, ratio=ratio,
+                                           epochs=args.epochs, max_length=args.max_length,
+                                           train_size=args.ratio_size if experiment == "ratio" else None,
+                                           grid_id=grid_id)
+        except X.ExperimentError as exc:
+            skipped.append(f"{experiment}/{train}" + (f"/{ratio:.0%} synthetic" if ratio is not None else "") + f": {exc}")
+            continue
+        X.store_run(args.db, run_row, per_seed)  # one short transaction per cell: a crash keeps what finished
+        runs.append(run_row)
+    print(f"Table 3 ({grid_id}); model: {spec.name}; scrub mode: {args.scrub_mode}; seeds: "
+          f"{','.join(map(str, args.seeds))}")
+    if runs:
+        print(X.format_table3(X.table3_rows(runs)))
+    for s in skipped:
+        print(f"skipped {s}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"grid_id": grid_id, "runs": [X.json_summary(r) for r in runs], "skipped": skipped}))
+    if skipped:
+        return _err(f"{len(skipped)} of {len(cells)} cells could not run (see above)")
+    return 0
