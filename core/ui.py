@@ -24,3 +24,77 @@ def db_path() -> Path:
 def trial_url(nct_id: str) -> str:
     """Link to a trial's record view on the Trials page."""
     return f"/Trials?nct={nct_id}"
+
+
+# ---- store access for pages: short-lived read-only connections, briefly cached results ----
+
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+import duckdb  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from core.store import SchemaError, StoreLocked, connect  # noqa: E402
+
+CACHE_TTL_S = 30  # long enough to make reruns instant, short enough to show a background job's writes
+READ_WAIT_S = 5.0  # how long a page waits for a writer (an import) to let go of the store
+
+
+def store_version(path: str | os.PathLike) -> tuple[int, int]:
+    """Changes whenever the store file (or its write-ahead log) is written: part of every cache key."""
+    def mtime(p: str) -> int:
+        try:
+            return os.stat(p).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    return mtime(str(path)), mtime(str(path) + ".wal")
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
+def _cached_query(name: str, db: str, version: tuple[int, int], args: tuple, kwargs: tuple) -> Any:
+    from core.store import browse
+
+    with connect(db, read_only=True, wait_s=READ_WAIT_S) as con:
+        return getattr(browse, name)(con, *args, **dict(kwargs))
+
+
+def query(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Run `core.store.browse.<name>(con, *args, **kwargs)` on a short-lived read-only connection,
+    cached for CACHE_TTL_S seconds per store file version."""
+    db = db_path()
+    return _cached_query(name, str(db), store_version(db), args, tuple(sorted(kwargs.items())))
+
+
+def store_state(path: str | os.PathLike | None = None) -> tuple[str, str]:
+    """('ready' | 'missing' | 'empty' | 'busy' | 'schema' | 'broken', message) for the store."""
+    db = Path(path) if path else db_path()
+    if not db.exists():
+        return "missing", f"No store at {db} yet."
+    try:
+        n = _cached_query("trial_count", str(db), store_version(db), (), ())
+    except SchemaError as exc:
+        return "schema", str(exc)
+    except (StoreLocked, duckdb.IOException, duckdb.ConnectionException) as exc:
+        # Another process (or this one, during an import) is writing the store.
+        return "busy", f"The store {db} is being written right now (an import or a background job): {exc}"
+    except duckdb.Error as exc:
+        return "broken", f"{db} cannot be read as a store: {exc}"
+    if n == 0:
+        return "empty", f"The store at {db} holds no trials yet."
+    return "ready", f"{n:,} trials"
+
+
+def clear_cache() -> None:
+    _cached_query.clear()
+
+
+def sidebar_store() -> None:
+    """Show which store the app works on (every page's sidebar)."""
+    st.sidebar.caption("Store")
+    st.sidebar.code(str(db_path()), language=None, wrap_lines=True)
+    st.sidebar.caption("Label preference on conflict: " + " > ".join(config.label_preference()))
+
+
+def label_text(label: int | None) -> str:
+    return {1: "success", 0: "failure"}.get(label, "no binary label")
