@@ -48,4 +48,217 @@ def _m002_generation_failures(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS = [("010_synthetic_trials", _m001_synthetic), ("011_generation_failures", _m002_generation_failures)]
+MIGRATIONS: list = [("010_synthetic_trials", _m001_synthetic), ("011_generation_failures", _m002_generation_failures)]
+
+
+def _m003_synthetic_provenance(con: duckdb.DuckDBPyConnection) -> None:
+    # What produced each trial: the prompts' hash (the prompts themselves are in generation_runs),
+    # the drug, how the reply was read, the backend/model, and the retrieval (examples, token counts,
+    # truncation) plus attempts/tokens/cost in `meta`.
+    for col, typ in [("drugbank_id", "VARCHAR"), ("prompt_hash", "VARCHAR"), ("parse_format", "VARCHAR"),
+                     ("backend", "VARCHAR"), ("model", "VARCHAR"), ("meta", "JSON")]:
+        con.execute(f"ALTER TABLE synthetic_trials ADD COLUMN {col} {typ}")
+    for col, typ in [("attempts", "INTEGER"), ("prompt_hash", "VARCHAR"), ("example_nct_ids", "VARCHAR[]"),
+                     ("reasons", "VARCHAR[]"), ("error_kind", "VARCHAR"), ("updated_at", "TIMESTAMP")]:
+        con.execute(f"ALTER TABLE generation_failures ADD COLUMN {col} {typ}")
+
+
+def _m004_generation_runs(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE generation_runs (
+            run_id VARCHAR PRIMARY KEY,
+            n INTEGER NOT NULL,              -- items asked for (item indices 0..n-1)
+            status VARCHAR NOT NULL,         -- 'running', 'done' (every item has a trial or a failure), 'interrupted'
+            params JSON,                     -- intervention, label, seed, backend, base_url, model, ... (never a key)
+            prompts JSON,                    -- the prompts used (paper's, with this run's overrides)
+            prompt_hash VARCHAR,
+            done INTEGER DEFAULT 0,          -- items with a synthetic trial
+            failed INTEGER DEFAULT 0,        -- items whose last attempt failed
+            cost_usd DOUBLE DEFAULT 0,
+            pid INTEGER,
+            error VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            updated_at TIMESTAMP DEFAULT current_timestamp,
+            finished_at TIMESTAMP
+        )
+        """
+    )
+
+
+MIGRATIONS += [("012_synthetic_provenance", _m003_synthetic_provenance),
+               ("013_generation_runs", _m004_generation_runs)]
+
+
+# ---- queries ----
+
+import json  # noqa: E402
+from typing import Any  # noqa: E402
+
+SYNTHETIC_COLS = [
+    "id", "run_id", "source", "item_index", "intended_intervention", "intended_label", "generated_intervention",
+    "intervention_match", "record", "raw_text", "reasons", "example_nct_ids", "validation", "validation_status",
+    "drugbank_id", "prompt_hash", "parse_format", "backend", "model", "meta",
+]
+_JSON_COLS = {"record", "validation", "meta"}
+_REVIEW = ("accepted", "rejected", "flagged")
+
+
+def _row_values(row: dict[str, Any]) -> list:
+    return [json.dumps(row.get(c), default=str) if c in _JSON_COLS and row.get(c) is not None else row.get(c)
+            for c in SYNTHETIC_COLS]
+
+
+def save_synthetic(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+    """Insert or update one synthetic trial (by id), keeping any review; clears the item's failure."""
+    cols = ", ".join(SYNTHETIC_COLS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in SYNTHETIC_COLS if c != "id")
+    con.execute(
+        f"INSERT INTO synthetic_trials ({cols}) VALUES ({', '.join('?' * len(SYNTHETIC_COLS))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}",
+        _row_values(row),
+    )
+    con.execute("DELETE FROM generation_failures WHERE id = ?", [row["id"]])
+
+
+def save_failure(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+    """Record (or replace) the failure of one item."""
+    cols = ["id", "run_id", "item_index", "intended_intervention", "intended_label", "stage", "reason", "raw_text",
+            "attempts", "prompt_hash", "example_nct_ids", "reasons", "error_kind"]
+    con.execute(
+        f"INSERT OR REPLACE INTO generation_failures ({', '.join(cols)}, updated_at) "
+        f"VALUES ({', '.join('?' * len(cols))}, current_timestamp)",
+        [row.get(c) for c in cols],
+    )
+
+
+def done_items(con: duckdb.DuckDBPyConnection, run_id: str) -> set[int]:
+    rows = con.execute("SELECT item_index FROM synthetic_trials WHERE run_id = ?", [run_id]).fetchall()
+    return {r[0] for r in rows}
+
+
+def failed_items(con: duckdb.DuckDBPyConnection, run_id: str) -> set[int]:
+    rows = con.execute("SELECT item_index FROM generation_failures WHERE run_id = ?", [run_id]).fetchall()
+    return {r[0] for r in rows}
+
+
+def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    cur = con.execute("SELECT * FROM generation_runs WHERE run_id = ?", [run_id])
+    row = cur.fetchone()
+    if row is None:
+        return None
+    out = dict(zip([d[0] for d in cur.description], row))
+    for c in ("params", "prompts"):
+        out[c] = json.loads(out[c]) if out.get(c) else None
+    return out
+
+
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, n: int, params: dict, prompts: dict,
+              prompt_hash: str, pid: int) -> None:
+    """Create the run, or mark an existing one running again (resume); `n` may grow."""
+    con.execute(
+        """
+        INSERT INTO generation_runs (run_id, n, status, params, prompts, prompt_hash, pid)
+        VALUES (?, ?, 'running', ?, ?, ?, ?)
+        ON CONFLICT (run_id) DO UPDATE SET n = excluded.n, status = 'running', params = excluded.params,
+            pid = excluded.pid, error = NULL, finished_at = NULL, updated_at = now()
+        """,
+        [run_id, n, json.dumps(params), json.dumps(prompts), prompt_hash, pid],
+    )
+
+
+def update_run(con: duckdb.DuckDBPyConnection, run_id: str, *, status: str | None = None,
+               error: str | None = None, add_cost: float = 0.0) -> dict[str, int]:
+    """Recount done/failed from the tables (so a resumed run's counts stay right) and set the status."""
+    done, failed = con.execute(
+        """
+        SELECT (SELECT count(*) FROM synthetic_trials WHERE run_id = ?),
+               (SELECT count(*) FROM generation_failures WHERE run_id = ?)
+        """,
+        [run_id, run_id],
+    ).fetchone()
+    con.execute(
+        """
+        UPDATE generation_runs SET done = ?, failed = ?, cost_usd = coalesce(cost_usd, 0) + ?,
+            status = coalesce(?, status), error = coalesce(?, error), updated_at = current_timestamp,
+            finished_at = CASE WHEN ? IN ('done', 'interrupted') THEN current_timestamp ELSE finished_at END
+        WHERE run_id = ?
+        """,
+        [done, failed, add_cost, status, error, status, run_id],
+    )
+    return {"done": done, "failed": failed}
+
+
+def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    cur = con.execute(
+        "SELECT run_id, n, status, done, failed, cost_usd, prompt_hash, params, created_at, updated_at, finished_at "
+        "FROM generation_runs ORDER BY created_at DESC"
+    )
+    cols = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        d = dict(zip(cols, row))
+        d["params"] = json.loads(d["params"]) if d["params"] else None
+        out.append(d)
+    return out
+
+
+def list_synthetic(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, source: str | None = None,
+                   intervention: str | None = None, label: int | None = None,
+                   validation_status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Synthetic trials (newest first) filtered by any of run, source, intervention, label, validation status."""
+    where, args = [], []
+    for col, val in (("run_id", run_id), ("source", source), ("intended_intervention", intervention),
+                     ("intended_label", label), ("validation_status", validation_status)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    sql = (f"SELECT {', '.join(SYNTHETIC_COLS)}, review_status, review_note, created_at FROM synthetic_trials"
+           + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY created_at DESC, id")
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    cur = con.execute(sql, args)
+    cols = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        d = dict(zip(cols, row))
+        for c in _JSON_COLS:
+            d[c] = json.loads(d[c]) if d.get(c) else None
+        out.append(d)
+    return out
+
+
+def get_synthetic(con: duckdb.DuckDBPyConnection, synthetic_id: str) -> dict[str, Any] | None:
+    cur = con.execute(f"SELECT {', '.join(SYNTHETIC_COLS)}, review_status, review_note, created_at "
+                      "FROM synthetic_trials WHERE id = ?", [synthetic_id])
+    row = cur.fetchone()
+    if row is None:
+        return None
+    d = dict(zip([x[0] for x in cur.description], row))
+    for c in _JSON_COLS:
+        d[c] = json.loads(d[c]) if d.get(c) else None
+    return d
+
+
+def set_review(con: duckdb.DuckDBPyConnection, synthetic_id: str, status: str | None, note: str | None = None) -> None:
+    if status is not None and status not in _REVIEW:
+        raise ValueError(f"review status must be one of {_REVIEW} or None, not {status!r}")
+    con.execute("UPDATE synthetic_trials SET review_status = ?, review_note = ? WHERE id = ?",
+                [status, note, synthetic_id])
+
+
+def list_failures(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM generation_failures" + (" WHERE run_id = ?" if run_id else "") + " ORDER BY run_id, item_index"
+    cur = con.execute(sql, [run_id] if run_id else [])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def sources(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Each source (run:<id> or an imported set's name) with its counts by validation status."""
+    rows = con.execute(
+        "SELECT source, count(*), count(*) FILTER (WHERE validation_status = 'ok'), "
+        "count(*) FILTER (WHERE validation_status = 'warning'), count(*) FILTER (WHERE validation_status = 'invalid') "
+        "FROM synthetic_trials GROUP BY source ORDER BY source"
+    ).fetchall()
+    return [{"source": r[0], "n": r[1], "ok": r[2], "warning": r[3], "invalid": r[4]} for r in rows]

@@ -1,0 +1,350 @@
+"""Retrieval module (paper 3.2.2): pick a DrugBank drug intervention with enough successful and failed
+trials, fix a label, sample K=3 of its trials with that label, and serialize each as the paper does.
+
+Examples are serialized as JSON of the record's source structure: the ClinicalTrials.gov XML as a JSON
+dict, the API v2 JSON as it is, and for TOP-only trials the canonical fields it has. The examples are
+fitted to a token budget counted exactly with the target model's tokenizer (`llm.count_tokens`):
+whole sections are dropped first (results, locations, references, ...), then the longest texts are
+shortened; every change is recorded in the example (`truncated`, `dropped`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import duckdb
+
+from core.store import retrieval as q
+from core.store.trials import get_records
+
+RULES = ("drugbank", "paper-exact")
+RULE_HELP = {
+    "drugbank": "any Drug intervention matching a DrugBank common name or synonym (normalized)",
+    "paper-exact": "the first intervention only, exactly a DrugBank common name (the paper's rule)",
+}
+K = 3
+MIN_EACH = 3
+PAPER_EXAMPLE_BUDGET = 100_000  # the paper's check for gpt-4o-mini (128k context)
+TRUNCATION_MARK = " [...]"
+
+# Dropped in this order when examples exceed the budget (paths into the serialized dict).
+# Results first: the label is stated anyway, and they are the largest sections.
+DROP_ORDER = [
+    # ClinicalTrials.gov XML structure
+    "clinical_results", "location", "reference", "results_reference", "overall_official", "overall_contact",
+    "overall_contact_backup", "location_countries", "removed_countries", "responsible_party",
+    "condition_browse", "intervention_browse", "patient_data", "oversight_info", "provided_document_section",
+    "pending_results", "link", "study_docs", "biospec_retention", "biospec_descr", "id_info",
+    "study_first_submitted", "study_first_submitted_qc", "study_first_posted", "results_first_submitted",
+    "results_first_submitted_qc", "results_first_posted", "disposition_first_submitted",
+    "disposition_first_submitted_qc", "disposition_first_posted", "last_update_submitted",
+    "last_update_submitted_qc", "last_update_posted", "verification_date", "other_outcome", "secondary_outcome",
+    "keyword", "detailed_description",
+    # API v2 JSON structure
+    "resultsSection", "derivedSection", "documentSection", "annotationSection",
+    "protocolSection.contactsLocationsModule", "protocolSection.referencesModule",
+    "protocolSection.ipdSharingStatementModule", "protocolSection.oversightModule",
+    "protocolSection.outcomesModule.secondaryOutcomes", "protocolSection.outcomesModule.otherOutcomes",
+    "protocolSection.descriptionModule.detailedDescription",
+    # canonical fields (TOP-only trials, records without a source document)
+    "secondary_outcomes", "keywords", "collaborators", "detailed_description",
+]
+# Never part of an example: download boilerplate, bookkeeping.
+ALWAYS_DROP = ["required_header", "sources", "source", "raw_format", "raw_document", "top_files", "updated_at"]
+
+
+class RetrievalError(ValueError):
+    """No usable intervention / not enough trials for the requested intervention and label."""
+
+
+@dataclass
+class Example:
+    nct_id: str
+    label: int
+    text: str                 # what goes into the prompt
+    tokens: int               # exact, with the target model's tokenizer
+    original_tokens: int      # before fitting to the budget
+    truncated: bool = False
+    dropped: list[str] = field(default_factory=list)    # sections dropped / texts shortened
+
+
+@dataclass
+class Retrieval:
+    drugbank_id: str
+    intervention: str         # DrugBank common name
+    label: int
+    rule: str
+    seed: int | None
+    examples: list[Example]
+    budget: int | None
+
+    @property
+    def truncated(self) -> bool:
+        return any(e.truncated for e in self.examples)
+
+    @property
+    def tokens(self) -> int:
+        return sum(e.tokens for e in self.examples)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["truncated"] = self.truncated
+        d["tokens"] = self.tokens
+        return d
+
+
+def normalize_name(name: str) -> str:
+    """Lower case, punctuation to single spaces (as DrugBank names are matched)."""
+    try:  # the ingest area's normalization, when available, so lookups agree with drugbank_names
+        from core.ingest.drugbank import normalize_name as ingest_norm  # type: ignore
+
+        return ingest_norm(name)
+    except Exception:
+        return " ".join(re.sub(r"[^0-9a-z]+", " ", name.casefold()).split())
+
+
+# ---- which interventions ----
+
+def eligible_interventions(con: duckdb.DuckDBPyConnection, rule: str = "drugbank", min_each: int = MIN_EACH,
+                           preference: list[str] | None = None) -> list[dict]:
+    """Drugs usable for generation under `rule`: drugbank_id, name, n_success, n_failure."""
+    return q.eligible_interventions(con, rule, min_each, preference)
+
+
+def rule_summary(con: duckdb.DuckDBPyConnection, min_each: int = MIN_EACH,
+                 preference: list[str] | None = None) -> list[dict]:
+    """How many interventions and trials each rule yields (for the UI and the report)."""
+    return [{**q.rule_counts(con, rule, min_each, preference), "description": RULE_HELP[rule]} for rule in RULES]
+
+
+def resolve_intervention(con: duckdb.DuckDBPyConnection, name: str) -> dict:
+    """A drug by DrugBank id, common name or synonym; RetrievalError when unknown."""
+    drug = q.find_drug(con, name.strip(), normalize_name(name))
+    if drug is None:
+        raise RetrievalError(f"intervention {name!r} is not a DrugBank drug name, synonym or id")
+    return drug
+
+
+def choose(con: duckdb.DuckDBPyConnection, rng: random.Random, intervention: str | None = None,
+           label: int | None = None, rule: str = "drugbank", min_each: int = MIN_EACH,
+           eligible: list[dict] | None = None) -> tuple[dict, int]:
+    """The (drug, label) of one generation: given, or drawn with `rng` from the eligible drugs."""
+    if intervention:
+        drug = resolve_intervention(con, intervention)
+    else:
+        pool = eligible if eligible is not None else eligible_interventions(con, rule, min_each)
+        if not pool:
+            raise RetrievalError(f"no intervention has >= {min_each} successful and >= {min_each} failed "
+                                 f"labelled trials under rule {rule!r}")
+        drug = rng.choice(pool)
+    if label is None:
+        label = rng.choice([0, 1])
+    if label not in (0, 1):
+        raise RetrievalError(f"label must be 0 or 1, not {label!r}")
+    return drug, int(label)
+
+
+def sample_trials(con: duckdb.DuckDBPyConnection, drugbank_id: str, label: int, k: int = K,
+                  seed: int | None = None, rule: str = "drugbank", rng: random.Random | None = None) -> list[str]:
+    """K NCT ids of the drug's trials with the label, drawn without replacement (seeded)."""
+    ids = q.trials_of(con, drugbank_id, label, rule)
+    if len(ids) < k:
+        raise RetrievalError(f"{drugbank_id} has {len(ids)} trials labelled {label} under rule {rule!r}; need {k}")
+    return (rng or random.Random(seed)).sample(ids, k)
+
+
+# ---- serialization (the record as JSON of its source structure) ----
+
+def _clean_text(text: str) -> str:
+    # XML text blocks are indented and hard-wrapped: keep line breaks, drop the indentation.
+    lines = [" ".join(line.split()) for line in text.strip().splitlines()]
+    return "\n".join(lines).strip()
+
+
+def xml_to_dict(xml_text: str) -> dict[str, Any]:
+    """ClinicalTrials.gov XML -> a JSON-able dict of the root's children (repeated tags become lists,
+    attributes '@name', text next to attributes '#text', `textblock` wrappers kept as in the XML)."""
+    from defusedxml import ElementTree as ET
+
+    root = ET.fromstring(xml_text.encode() if isinstance(xml_text, str) else xml_text)
+
+    def conv(el) -> Any:
+        children = list(el)
+        text = _clean_text(el.text or "") if el.text else ""
+        if not children and not el.attrib:
+            return text
+        out: dict[str, Any] = {f"@{k}": v for k, v in el.attrib.items()}
+        for child in children:
+            value = conv(child)
+            if child.tag in out:
+                if not isinstance(out[child.tag], list):
+                    out[child.tag] = [out[child.tag]]
+                out[child.tag].append(value)
+            else:
+                out[child.tag] = value
+        if text:
+            out["#text"] = text
+        return out
+
+    result = conv(root)
+    return result if isinstance(result, dict) else {root.tag: result}
+
+
+def _record_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The canonical fields a record actually has (TOP-only trials have only a few)."""
+    out = {}
+    for k, v in record.items():
+        if k in ALWAYS_DROP or v is None or v == [] or v == "" or k in ("label", "label_source"):
+            continue
+        if isinstance(v, dict):
+            v = {a: b for a, b in v.items() if b not in (None, "", [])}
+            if not v:
+                continue
+        if isinstance(v, list):
+            v = [{a: b for a, b in i.items() if b not in (None, "", [])} if isinstance(i, dict) else i for i in v]
+        out[k] = v
+    return out
+
+
+def example_document(record: dict[str, Any], raw_format: str | None, raw_document: str | None) -> dict[str, Any]:
+    """The dict serialized for one example."""
+    doc: dict[str, Any] | None = None
+    if raw_document and raw_format == "xml":
+        try:
+            doc = xml_to_dict(raw_document)
+        except Exception:
+            doc = None
+    elif raw_document and raw_format == "json":
+        try:
+            doc = json.loads(raw_document)
+        except ValueError:
+            doc = None
+    if not isinstance(doc, dict):
+        doc = _record_fields(record)
+    for k in ALWAYS_DROP:
+        doc.pop(k, None)
+    return doc
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+# ---- fitting to the token budget ----
+
+def _drop_path(doc: dict[str, Any], path: str) -> bool:
+    parts = path.split(".")
+    node: Any = doc
+    for p in parts[:-1]:
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+    if isinstance(node, dict) and parts[-1] in node:
+        del node[parts[-1]]
+        return True
+    return False
+
+
+def _longest_string(node: Any, path: str = "") -> tuple[int, str, Any, Any]:
+    """(length, path, container, key) of the longest string leaf."""
+    best: tuple[int, str, Any, Any] = (0, "", None, None)
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for k, v in items:
+        p = f"{path}.{k}" if path else str(k)
+        cand = (len(v), p, node, k) if isinstance(v, str) else _longest_string(v, p)
+        if cand[0] > best[0]:
+            best = cand
+    return best
+
+
+def fit_document(doc: dict[str, Any], count_tokens: Callable[[str], int], budget: int) -> tuple[str, int, list[str], bool]:
+    """Serialize `doc` within `budget` tokens: (text, tokens, changes, truncated)."""
+    doc = copy.deepcopy(doc)
+    text = dumps(doc)
+    n = count_tokens(text)
+    changes: list[str] = []
+    if n <= budget:
+        return text, n, changes, False
+    for path in DROP_ORDER:
+        if _drop_path(doc, path):
+            changes.append(path)
+            text = dumps(doc)
+            n = count_tokens(text)
+            if n <= budget:
+                return text, n, changes, True
+    shortened: set[str] = set()
+    for _ in range(60):
+        length, path, container, key = _longest_string(doc)
+        if length <= 40:
+            break
+        # Aim straight at the budget: cut the longest text by the share of tokens over it.
+        excess_chars = int((n - budget) * len(text) / max(n, 1) * 1.2) + len(TRUNCATION_MARK)
+        keep = max(20, length - excess_chars)
+        container[key] = container[key][:keep].rstrip() + TRUNCATION_MARK
+        shortened.add(path)
+        text = dumps(doc)
+        n = count_tokens(text)
+        if n <= budget:
+            break
+    changes += [f"shortened:{p}" for p in sorted(shortened)]
+    if n > budget:  # last resort: cut the serialization itself (no longer valid JSON; marked)
+        lo, hi = 0, len(text)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count_tokens(text[:mid] + TRUNCATION_MARK) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        text = text[:lo] + TRUNCATION_MARK
+        n = count_tokens(text)
+        changes.append("cut")
+    return text, n, changes, True
+
+
+def fit_examples(docs: list[tuple[str, int, dict[str, Any]]], count_tokens: Callable[[str], int],
+                 budget: int | None) -> list[Example]:
+    """Fit (nct_id, label, doc) examples into `budget` tokens in all: short examples stay whole and
+    leave their unused share to the longer ones."""
+    full = [(nct, label, doc, dumps(doc)) for nct, label, doc in docs]
+    sizes = [count_tokens(t) for *_, t in full]
+    out: list[Example | None] = [None] * len(full)
+    remaining = budget
+    order = sorted(range(len(full)), key=lambda i: sizes[i])
+    for rank, i in enumerate(order):
+        nct, label, doc, text = full[i]
+        share = None if remaining is None else remaining // (len(full) - rank)
+        if share is None or sizes[i] <= share:
+            out[i] = Example(nct, label, text, sizes[i], sizes[i])
+        else:
+            t, n, changes, truncated = fit_document(doc, count_tokens, max(share, 1))
+            out[i] = Example(nct, label, t, n, sizes[i], truncated, changes)
+        if remaining is not None:
+            remaining -= out[i].tokens
+    return [e for e in out if e is not None]
+
+
+def retrieve(con: duckdb.DuckDBPyConnection, *, intervention: str | None = None, label: int | None = None,
+             k: int = K, seed: int | None = None, rule: str = "drugbank", min_each: int = MIN_EACH,
+             count_tokens: Callable[[str], int] | None = None, budget: int | None = PAPER_EXAMPLE_BUDGET,
+             eligible: list[dict] | None = None) -> Retrieval:
+    """One retrieval: (drug, label) chosen or drawn with `seed`, K examples sampled and fitted."""
+    if rule not in RULES:
+        raise RetrievalError(f"unknown retrieval rule {rule!r} (known: {', '.join(RULES)})")
+    rng = random.Random(seed)
+    drug, label = choose(con, rng, intervention, label, rule, min_each, eligible)
+    ids = sample_trials(con, drug["drugbank_id"], label, k, rule=rule, rng=rng)
+    records = get_records(con, ids)
+    raws = q.raw_documents(con, ids)
+    docs = [(i, label, example_document(records[i], *raws.get(i, (None, None)))) for i in ids]
+    counter = count_tokens or (lambda s: len(s))
+    examples = fit_examples(docs, counter, budget if count_tokens else None)
+    return Retrieval(drug["drugbank_id"], drug["name"], label, rule, seed, examples, budget)
+
+
+def example_records(con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> dict[str, dict]:
+    """Canonical records of the examples (for validation and side-by-side views)."""
+    return get_records(con, nct_ids)
