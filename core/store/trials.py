@@ -170,3 +170,274 @@ def labeled_trials(con: duckdb.DuckDBPyConnection, preference: list[str] | None 
     )
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+# ---- ingest: all SQL used by core.ingest (bulk, set-based) ----
+
+import pyarrow as pa  # noqa: E402
+
+_STR = pa.string()
+_STR_LIST = pa.list_(_STR)
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "enrollment": pa.int32(),
+    "has_results": pa.bool_(),
+    "conditions": _STR_LIST, "keywords": _STR_LIST, "collaborators": _STR_LIST,
+    "interventions": pa.list_(pa.struct([("type", _STR), ("name", _STR), ("description", _STR),
+                                         ("other_names", _STR_LIST)])),
+    "arm_groups": pa.list_(pa.struct([("label", _STR), ("type", _STR), ("description", _STR)])),
+    "primary_outcomes": pa.list_(pa.struct([("measure", _STR), ("time_frame", _STR), ("description", _STR)])),
+    "secondary_outcomes": pa.list_(pa.struct([("measure", _STR), ("time_frame", _STR), ("description", _STR)])),
+    "design_info": pa.struct([("allocation", _STR), ("intervention_model", _STR), ("primary_purpose", _STR),
+                              ("masking", _STR)]),
+    "sources": _STR_LIST, "top_files": _STR_LIST,
+}
+STORED_FIELDS = TRIAL_FIELDS + ["sources", "source", "raw_format", "raw_document", "top_files"]
+TRIALS_ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, _STR)) for c in STORED_FIELDS])
+_STORED_COLS = ", ".join(STORED_FIELDS)
+FULL_SOURCES = ("ctgov_xml", "ctgov_json")
+
+
+def _stage(con: duckdb.DuckDBPyConnection, name: str, records: list[dict]) -> None:
+    """Load records into a temp table through Arrow (one bulk copy, no per-row statements)."""
+    table = pa.Table.from_pylist(records, schema=TRIALS_ARROW_SCHEMA)
+    con.register("_arrow_stage", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {_STORED_COLS} FROM _arrow_stage")
+    finally:
+        con.unregister("_arrow_stage")
+
+
+def _replace_rows(con: duckdb.DuckDBPyConnection, merged: str) -> None:
+    con.execute(f"DELETE FROM trials WHERE nct_id IN (SELECT nct_id FROM {merged})")
+    con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM {merged}")
+    con.execute(f"DROP TABLE {merged}")
+
+
+def _union_sql(old: str, new: str) -> str:
+    """Order-preserving union of two VARCHAR lists (old first)."""
+    return (f"list_concat(coalesce({old}, []::VARCHAR[]), "
+            f"list_filter(coalesce({new}, []::VARCHAR[]), lambda x: NOT list_contains(coalesce({old}, []::VARCHAR[]), x)))")
+
+
+def upsert_full_records(con: duckdb.DuckDBPyConnection, records: list[dict]) -> int:
+    """Insert or replace full ClinicalTrials.gov records (XML or API v2 JSON), by nct_id.
+
+    A trial already known from TOP keeps its TOP provenance (sources, top_files) and, where the
+    full record has no eligibility criteria, the TOP criteria.
+    """
+    if not records:
+        return 0
+    _stage(con, "_stage_full", records)
+    select = ", ".join(
+        f"{_union_sql('t.sources', 's.sources')} AS sources" if c == "sources"
+        else "t.top_files AS top_files" if c == "top_files"
+        else "coalesce(s.eligibility_criteria, CASE WHEN list_contains(t.sources, 'top') "
+             "THEN t.eligibility_criteria END) AS eligibility_criteria" if c == "eligibility_criteria"
+        else f"s.{c}"
+        for c in STORED_FIELDS
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _merged AS SELECT {select} "
+                "FROM _stage_full s LEFT JOIN trials t USING (nct_id)")
+    _replace_rows(con, "_merged")
+    con.execute("DROP TABLE _stage_full")
+    return len(records)
+
+
+def upsert_top_records(con: duckdb.DuckDBPyConnection, records: list[dict]) -> int:
+    """Insert or update TOP rows. Where the trial has a full record, only provenance and (when the
+    record has none) the eligibility criteria are taken from TOP; otherwise the TOP row replaces the
+    previous TOP-only row, keeping the union of TOP files."""
+    if not records:
+        return 0
+    _stage(con, "_stage_top", records)
+    full = "list_has_any(t.sources, ['ctgov_xml', 'ctgov_json'])"
+    select = ", ".join(
+        f"{_union_sql('t.sources', 's.sources')} AS sources" if c == "sources"
+        else f"{_union_sql('t.top_files', 's.top_files')} AS top_files" if c == "top_files"
+        else f"CASE WHEN {full} THEN coalesce(t.eligibility_criteria, s.eligibility_criteria) "
+             "ELSE s.eligibility_criteria END AS eligibility_criteria" if c == "eligibility_criteria"
+        else f"CASE WHEN coalesce({full}, false) THEN t.{c} ELSE s.{c} END AS {c}" if c != "nct_id"
+        else "s.nct_id"
+        for c in STORED_FIELDS
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _merged AS SELECT {select} "
+                "FROM _stage_top s LEFT JOIN trials t USING (nct_id)")
+    _replace_rows(con, "_merged")
+    con.execute("DROP TABLE _stage_top")
+    return len(records)
+
+
+def upsert_labels(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> int:
+    """rows: (nct_id, label_source, label or None, outcome_text). Replaces by (nct_id, label_source)."""
+    if not rows:
+        return 0
+    table = pa.table({
+        "nct_id": [r[0] for r in rows], "label_source": [r[1] for r in rows],
+        "label": pa.array([r[2] for r in rows], pa.int32()), "outcome_text": [r[3] for r in rows],
+    })
+    con.register("_arrow_labels", table)
+    try:
+        con.execute("INSERT OR REPLACE INTO labels (nct_id, label_source, label, outcome_text) "
+                    "SELECT nct_id, label_source, label, outcome_text FROM _arrow_labels")
+    finally:
+        con.unregister("_arrow_labels")
+    return len(rows)
+
+
+def name_norm_sql(expr: str) -> str:
+    """SQL twin of core.ingest.matching.normalize_name: lowercase, every run of characters that are
+    not letters or digits becomes one space, trimmed."""
+    return f"trim(regexp_replace(lower({expr}), '[^\\pL\\pN]+', ' ', 'g'))"
+
+
+def replace_drugbank(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> int:
+    """Replace the DrugBank vocabulary (it is published as one whole file) and its name index."""
+    table = pa.table({
+        "drugbank_id": [r["drugbank_id"] for r in rows],
+        "common_name": [r["common_name"] for r in rows],
+        "synonyms": pa.array([r["synonyms"] for r in rows], _STR_LIST),
+        "cas": [r.get("cas") for r in rows],
+        "unii": [r.get("unii") for r in rows],
+    })
+    con.execute("DELETE FROM drugbank_names")
+    con.execute("DELETE FROM drugbank")
+    con.register("_arrow_drugbank", table)
+    try:
+        con.execute("INSERT INTO drugbank SELECT drugbank_id, common_name, synonyms, cas, unii FROM _arrow_drugbank")
+    finally:
+        con.unregister("_arrow_drugbank")
+    con.execute(
+        f"""
+        INSERT INTO drugbank_names
+        SELECT DISTINCT name_norm, drugbank_id, kind FROM (
+            SELECT {name_norm_sql('common_name')} AS name_norm, drugbank_id, 'common' AS kind FROM drugbank
+            UNION ALL
+            SELECT {name_norm_sql('syn')}, drugbank_id, 'synonym'
+            FROM (SELECT drugbank_id, unnest(synonyms) AS syn FROM drugbank)
+        ) WHERE name_norm <> ''
+        """
+    )
+    return len(rows)
+
+
+def recompute_matches(con: duckdb.DuckDBPyConnection) -> int:
+    """Match every Drug intervention of every trial to DrugBank (set-based). Rules in order of
+    preference: common_exact (case-insensitive equal to the common name), common_normalized,
+    synonym_normalized. Ties between drugs go to the lowest DrugBank id."""
+    con.execute("DELETE FROM intervention_matches")
+    con.execute(
+        f"""
+        INSERT INTO intervention_matches
+        WITH iv AS (
+            SELECT nct_id, pos - 1 AS position, iv.name AS intervention_name, iv.type AS intervention_type,
+                   lower(trim(iv.name)) AS name_lower, {name_norm_sql('iv.name')} AS name_norm
+            FROM (SELECT nct_id, unnest(interventions) AS iv, generate_subscripts(interventions, 1) AS pos
+                  FROM trials WHERE len(interventions) > 0)
+            WHERE iv.type = 'Drug' AND iv.name IS NOT NULL
+        ), cand AS (
+            SELECT iv.*, d.drugbank_id, 'common_exact' AS rule, 1 AS pref
+            FROM iv JOIN drugbank d ON lower(trim(d.common_name)) = iv.name_lower
+            UNION ALL
+            SELECT iv.*, n.drugbank_id, CASE n.kind WHEN 'common' THEN 'common_normalized'
+                                                     ELSE 'synonym_normalized' END,
+                   CASE n.kind WHEN 'common' THEN 2 ELSE 3 END
+            FROM iv JOIN drugbank_names n ON n.name_norm = iv.name_norm
+        )
+        SELECT nct_id, position, intervention_name, intervention_type, drugbank_id, rule FROM (
+            SELECT *, row_number() OVER (PARTITION BY nct_id, position ORDER BY pref, drugbank_id) AS rn FROM cand
+        ) WHERE rn = 1
+        """
+    )
+    return con.execute("SELECT count(*) FROM intervention_matches").fetchone()[0]
+
+
+def add_ingest_errors(con: duckdb.DuckDBPyConnection, command_id: str, errors: list[tuple]) -> None:
+    """errors: (file, member, message)."""
+    if not errors:
+        return
+    start = con.execute("SELECT coalesce(max(id), 0) FROM ingest_errors").fetchone()[0]
+    con.executemany(
+        "INSERT INTO ingest_errors (id, command_id, file, member, error) VALUES (?, ?, ?, ?, ?)",
+        [(start + i + 1, command_id, f, m, e) for i, (f, m, e) in enumerate(errors)],
+    )
+
+
+def log_ingest(con: duckdb.DuckDBPyConnection, command_id: str, command: str, started, finished,
+               summary_json: str) -> None:
+    con.execute("INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?)", [command_id, command, started, finished, summary_json])
+
+
+def eligible_interventions_sql(first_only: bool = False, preference: list[str] | None = None) -> str:
+    """DrugBank drugs with >= 3 success and >= 3 failure trials (by effective label): the paper's rule.
+    Columns: drugbank_id, common_name, successes, failures."""
+    where = "WHERE m.position = 0" if first_only else ""
+    return f"""
+        SELECT m.drugbank_id, any_value(d.common_name) AS common_name,
+               count(DISTINCT m.nct_id) FILTER (WHERE l.label = 1) AS successes,
+               count(DISTINCT m.nct_id) FILTER (WHERE l.label = 0) AS failures
+        FROM intervention_matches m
+        JOIN ({effective_label_sql(preference)}) l USING (nct_id)
+        JOIN drugbank d USING (drugbank_id)
+        {where}
+        GROUP BY m.drugbank_id
+        HAVING successes >= 3 AND failures >= 3
+    """
+
+
+def store_stats(con: duckdb.DuckDBPyConnection, preference: list[str] | None = None) -> dict:
+    """Counts of what is in the store (the `stats` command and the home page)."""
+    one = lambda sql: con.execute(sql).fetchone()  # noqa: E731
+    out: dict = {}
+    out["trials"] = one("SELECT count(*) FROM trials")[0]
+    eff = effective_label_sql(preference)
+    lab = one(f"SELECT count(*), count(*) FILTER (WHERE label = 1), count(*) FILTER (WHERE label = 0) "
+              f"FROM ({eff}) l JOIN trials USING (nct_id)")
+    out["labeled"], out["positive"], out["negative"] = lab
+    out["drugbank_drugs"] = one("SELECT count(*) FROM drugbank")[0]
+    elig = f"SELECT count(*), coalesce(sum(successes + failures), 0) FROM ({eligible_interventions_sql(False, preference)})"
+    out["eligible_interventions"], out["eligible_intervention_trial_labels"] = one(elig)
+    out["eligible_interventions_first_drug"] = one(
+        f"SELECT count(*) FROM ({eligible_interventions_sql(True, preference)})")[0]
+    out["synthetic"] = one("SELECT count(*) FROM synthetic_trials")[0]
+    out["generation_failures"] = one("SELECT count(*) FROM generation_failures")[0]
+    src = one(
+        """SELECT count(*) FILTER (WHERE list_contains(sources, 'ctgov_xml')),
+                  count(*) FILTER (WHERE list_contains(sources, 'ctgov_json')),
+                  count(*) FILTER (WHERE list_contains(sources, 'top')),
+                  count(*) FILTER (WHERE list_contains(sources, 'top')
+                                   AND list_has_any(sources, ['ctgov_xml', 'ctgov_json']))
+           FROM trials"""
+    )
+    out["sources"] = {"ctgov_xml": src[0], "ctgov_json": src[1], "top": src[2], "top_and_full_record": src[3]}
+    out["labels_by_source"] = {
+        s: {"rows": n, "binary": b, "binary_in_store": bs}
+        for s, n, b, bs in con.execute(
+            """SELECT label_source, count(*), count(label),
+                      count(label) FILTER (WHERE nct_id IN (SELECT nct_id FROM trials))
+               FROM labels GROUP BY label_source ORDER BY label_source"""
+        ).fetchall()
+    }
+    out["label_conflicts"] = one(
+        """SELECT count(*) FROM labels a JOIN labels b USING (nct_id)
+           WHERE a.label_source < b.label_source AND a.label <> b.label
+             AND nct_id IN (SELECT nct_id FROM trials)"""
+    )[0]
+    m = one("SELECT count(*), count(DISTINCT nct_id), count(DISTINCT drugbank_id) FROM intervention_matches")
+    out["intervention_matches"] = {"interventions": m[0], "trials": m[1], "drugs": m[2],
+                                   "by_rule": dict(con.execute(
+                                       "SELECT rule, count(*) FROM intervention_matches GROUP BY rule ORDER BY rule"
+                                   ).fetchall())}
+    out["ingest_errors"] = one("SELECT count(*) FROM ingest_errors")[0]
+    return out
+
+
+def label_conflicts(con: duckdb.DuckDBPyConnection, nct_id: str | None = None) -> list[dict]:
+    """Trials whose label sources disagree: nct_id and {source: (label, outcome_text)}."""
+    rows = con.execute(
+        """SELECT nct_id, list(struct_pack(label_source, label, outcome_text) ORDER BY label_source)
+           FROM labels WHERE nct_id IN (
+               SELECT a.nct_id FROM labels a JOIN labels b USING (nct_id)
+               WHERE a.label_source < b.label_source AND a.label <> b.label)
+             AND (? IS NULL OR nct_id = ?)
+           GROUP BY nct_id ORDER BY nct_id""", [nct_id, nct_id]).fetchall()
+    return [{"nct_id": n, "labels": {x["label_source"]: (x["label"], x["outcome_text"]) for x in ls}} for n, ls in rows]

@@ -1,0 +1,101 @@
+"""`python -m core ingest ...` and `python -m core sample-data --db PATH`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core import config
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--db", help="store file (default: CTGEN_DB or data/ctgen.duckdb)")
+    if command == "sample-data":
+        return
+    parser.add_argument("--xml", action="append", default=[], metavar="PATH",
+                        help="ClinicalTrials.gov legacy XML: AllPublicXML-style zip, directory or single file")
+    parser.add_argument("--ctgov-json", action="append", default=[], metavar="PATH",
+                        help="ClinicalTrials.gov API v2 JSON: study file, {studies: [...]} page, directory or ctg-studies.json.zip")
+    parser.add_argument("--top", action="append", default=[], metavar="PATH", help="TOP benchmark CSV (file or directory)")
+    parser.add_argument("--outcomes", metavar="CSV", help="IQVIA-style outcomes CSV (studyid,trialOutcome)")
+    parser.add_argument("--outcome-map", metavar="TXT",
+                        help="outcome2label.txt (default: next to --outcomes)")
+    parser.add_argument("--drugbank", metavar="CSV", help="DrugBank open-data vocabulary CSV")
+
+
+class _Bars:
+    """tqdm bars per stage, fed by the ingest progress callback."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = self._tqdm(total=total, desc=stage, unit="rec" if stage == "xml" else "step",
+                                                leave=False, file=sys.stderr, mininterval=0.5)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _print_summary(summary: dict) -> None:
+    parts = []
+    for key, name in (("xml", "XML"), ("ctgov_json", "API v2 JSON"), ("top", "TOP")):
+        if key in summary:
+            s = summary[key]
+            n = s.get("records", s.get("trials"))
+            parts.append(f"{name}: {n} trials ({s['skipped']} skipped)")
+    if "iqvia" in summary:
+        parts.append(f"IQVIA: {summary['iqvia']['binary']} binary labels of {summary['iqvia']['trials']} trials")
+    if "drugbank" in summary:
+        parts.append(f"DrugBank: {summary['drugbank']['drugs']} drugs")
+    print("; ".join(parts) or "nothing to import")
+    print(f"intervention matches: {summary['intervention_matches']}; errors: {summary['errors']} "
+          f"({summary['seconds']} s)")
+    for e in summary.get("error_examples", []):
+        print(f"  skipped: {e}")
+    if summary["errors"] > len(summary.get("error_examples", [])):
+        print(f"  ... see the ingest_errors table (command_id {summary['command_id']})")
+    if summary.get("skipped_sources"):
+        print("sources not available (no mirror copy, no upstream URL): " + ", ".join(summary["skipped_sources"]))
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.ingest import IngestError, ingest, sample_data
+    from core.store import SchemaError, StoreLocked
+
+    db = config.db_path(args.db)
+    bars = _Bars()
+    try:
+        if args.command == "sample-data":
+            summary = sample_data(db, progress=bars)
+        else:
+            if args.outcome_map and not args.outcomes:
+                print("error: --outcome-map needs --outcomes", file=sys.stderr)
+                return 2
+            if not (args.xml or args.ctgov_json or args.top or args.outcomes or args.drugbank):
+                print("error: nothing to import: give --xml, --ctgov-json, --top, --outcomes or --drugbank",
+                      file=sys.stderr)
+                return 2
+            summary = ingest(db, xml=args.xml, ctgov_json=args.ctgov_json, top=args.top, outcomes=args.outcomes,
+                             outcome_map=args.outcome_map, drugbank=args.drugbank, progress=bars)
+    except (IngestError, SchemaError, StoreLocked) as exc:
+        bars.close()
+        print(f"error: {exc}", file=sys.stderr)
+        print("the store was not changed", file=sys.stderr)
+        return 2
+    bars.close()
+    _print_summary(summary)
+    return 0
+
+

@@ -1,0 +1,187 @@
+"""ClinicalTrials.gov API v2 study JSON (the current format: `/api/v2/studies/{nctId}` and the bulk
+`ctg-studies.json.zip`) -> the same canonical record as the legacy XML.
+
+API v2 enum values are mapped to the legacy XML spellings (PHASE2 -> "Phase 2", DRUG -> "Drug",
+ACTUAL -> "Actual", ...) so both formats look the same in the store.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from core.ingest.common import BadRecord, clean
+from core.record import empty_record
+
+_NCT = re.compile(r"NCT\d{8}")
+
+_PHASES = {"EARLY_PHASE1": "Early Phase 1", "PHASE1": "Phase 1", "PHASE2": "Phase 2", "PHASE3": "Phase 3",
+           "PHASE4": "Phase 4", "NA": "N/A"}
+_STATUS = {"ACTIVE_NOT_RECRUITING": "Active, not recruiting", "ENROLLING_BY_INVITATION": "Enrolling by invitation",
+           "NOT_YET_RECRUITING": "Not yet recruiting", "APPROVED_FOR_MARKETING": "Approved for marketing",
+           "NO_LONGER_AVAILABLE": "No longer available", "TEMPORARILY_NOT_AVAILABLE": "Temporarily not available",
+           "WITHHELD": "Withheld", "UNKNOWN": "Unknown status"}
+_SPECIAL = {"NA": "N/A", "DIETARY_SUPPLEMENT": "Dietary Supplement", "GENETIC": "Genetic",
+            "COMBINATION_PRODUCT": "Combination Product", "DIAGNOSTIC_TEST": "Diagnostic Test",
+            "ALL": "All", "FEMALE": "Female", "MALE": "Male", "NIH": "NIH", "FED": "U.S. Fed",
+            "OTHER_GOV": "Other", "INDUSTRY": "Industry", "NETWORK": "Other", "INDIV": "Other",
+            "OTHER": "Other", "UNKNOWN": "Unknown", "EXPANDED_ACCESS": "Expanded Access",
+            "NON_RANDOMIZED": "Non-Randomized", "NONE": "None (Open Label)",
+            "PARALLEL": "Parallel Assignment", "SINGLE_GROUP": "Single Group Assignment",
+            "CROSSOVER": "Crossover Assignment", "FACTORIAL": "Factorial Assignment",
+            "SEQUENTIAL": "Sequential Assignment", "HEALTH_SERVICES_RESEARCH": "Health Services Research",
+            "BASIC_SCIENCE": "Basic Science", "SUPPORTIVE_CARE": "Supportive Care",
+            "DEVICE_FEASIBILITY": "Device Feasibility", "ACTIVE_COMPARATOR": "Active Comparator",
+            "PLACEBO_COMPARATOR": "Placebo Comparator", "SHAM_COMPARATOR": "Sham Comparator",
+            "NO_INTERVENTION": "No Intervention"}
+
+
+def enum_label(value: Any) -> str | None:
+    """API v2 enum -> legacy spelling: a known special case, else 'SOME_VALUE' -> 'Some value'."""
+    if value is None:
+        return None
+    value = str(value)
+    if value in _SPECIAL:
+        return _SPECIAL[value]
+    return value.replace("_", " ").capitalize()
+
+
+def phase_label(phases: list[str] | None) -> str | None:
+    """["PHASE2", "PHASE3"] -> "Phase 2/Phase 3" (the legacy XML spelling)."""
+    if not phases:
+        return None
+    return "/".join(_PHASES.get(p, enum_label(p)) for p in phases)
+
+
+def _date(struct: dict | None) -> tuple[str | None, str | None]:
+    if not struct:
+        return None, None
+    return clean(struct.get("date")), enum_label(struct.get("type"))
+
+
+def _masking(design: dict) -> str | None:
+    info = design.get("maskingInfo") or {}
+    masking = info.get("masking")
+    if masking is None:
+        return None
+    label = {"NONE": "None (Open Label)"}.get(masking, enum_label(masking))
+    who = info.get("whoMasked") or []
+    if who and masking != "NONE":
+        label += " (" + ", ".join(enum_label(w) for w in who) + ")"
+    return label
+
+
+def map_study(study: dict, raw: str, where: str) -> dict[str, Any]:
+    """One API v2 study object -> canonical record plus sources/raw fields. Raises BadRecord."""
+    if not isinstance(study, dict):
+        raise BadRecord(f"{where}: a study must be a JSON object, got {type(study).__name__}")
+    ps = study.get("protocolSection")
+    if not isinstance(ps, dict):
+        raise BadRecord(f"{where}: missing protocolSection")
+    ident = ps.get("identificationModule") or {}
+    nct = ident.get("nctId")
+    if not isinstance(nct, str) or not _NCT.fullmatch(nct):
+        raise BadRecord(f"{where}: missing or invalid protocolSection.identificationModule.nctId ({nct!r})")
+    try:
+        status = ps.get("statusModule") or {}
+        desc = ps.get("descriptionModule") or {}
+        design = ps.get("designModule") or {}
+        cond = ps.get("conditionsModule") or {}
+        arms = ps.get("armsInterventionsModule") or {}
+        outc = ps.get("outcomesModule") or {}
+        elig = ps.get("eligibilityModule") or {}
+        spons = ps.get("sponsorCollaboratorsModule") or {}
+        rec = empty_record(nct)
+        rec["brief_title"] = clean(ident.get("briefTitle"))
+        rec["official_title"] = clean(ident.get("officialTitle"))
+        rec["acronym"] = clean(ident.get("acronym"))
+        rec["brief_summary"] = clean(desc.get("briefSummary"))
+        rec["detailed_description"] = clean(desc.get("detailedDescription"))
+        rec["phase"] = phase_label(design.get("phases"))
+        rec["study_type"] = enum_label(design.get("studyType"))
+        st = status.get("overallStatus")
+        rec["overall_status"] = _STATUS.get(st, enum_label(st))
+        rec["why_stopped"] = clean(status.get("whyStopped"))
+        rec["start_date"], rec["start_date_type"] = _date(status.get("startDateStruct"))
+        rec["completion_date"], rec["completion_date_type"] = _date(status.get("completionDateStruct"))
+        rec["primary_completion_date"], rec["primary_completion_date_type"] = _date(
+            status.get("primaryCompletionDateStruct"))
+        enr = design.get("enrollmentInfo") or {}
+        if enr.get("count") is not None:
+            rec["enrollment"] = int(enr["count"])
+            rec["enrollment_type"] = enum_label(enr.get("type"))
+        rec["conditions"] = [c for c in cond.get("conditions") or [] if c]
+        rec["keywords"] = [k for k in cond.get("keywords") or [] if k]
+        rec["interventions"] = [
+            {"type": enum_label(iv.get("type")), "name": clean(iv.get("name")),
+             "description": clean(iv.get("description")), "other_names": list(iv.get("otherNames") or [])}
+            for iv in arms.get("interventions") or []
+        ]
+        rec["arm_groups"] = [
+            {"label": clean(a.get("label")), "type": enum_label(a.get("type")), "description": clean(a.get("description"))}
+            for a in arms.get("armGroups") or []
+        ]
+        for key, src in (("primary_outcomes", "primaryOutcomes"), ("secondary_outcomes", "secondaryOutcomes")):
+            rec[key] = [
+                {"measure": clean(o.get("measure")), "time_frame": clean(o.get("timeFrame")),
+                 "description": clean(o.get("description"))}
+                for o in outc.get(src) or []
+            ]
+        rec["eligibility_criteria"] = clean(elig.get("eligibilityCriteria"))
+        rec["gender"] = enum_label(elig.get("sex"))
+        rec["minimum_age"] = clean(elig.get("minimumAge"))
+        rec["maximum_age"] = clean(elig.get("maximumAge"))
+        hv = elig.get("healthyVolunteers")
+        rec["healthy_volunteers"] = None if hv is None else ("Accepts Healthy Volunteers" if hv else "No")
+        lead = spons.get("leadSponsor") or {}
+        rec["lead_sponsor"] = clean(lead.get("name"))
+        rec["sponsor_class"] = enum_label(lead.get("class"))
+        rec["collaborators"] = [c.get("name") for c in spons.get("collaborators") or [] if c.get("name")]
+        di = design.get("designInfo") or {}
+        rec["design_info"] = {
+            "allocation": enum_label(di.get("allocation")),
+            "intervention_model": enum_label(di.get("interventionModel")),
+            "primary_purpose": enum_label(di.get("primaryPurpose")),
+            "masking": _masking(di),
+        }
+        rec["has_results"] = bool(study.get("hasResults"))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise BadRecord(f"{where} ({nct}): unexpected structure ({exc})") from None
+    rec["sources"] = ["ctgov_json"]
+    rec["source"] = "ctgov_json"
+    rec["raw_format"] = "json"
+    rec["raw_document"] = raw
+    rec["top_files"] = None
+    return rec
+
+
+def studies_in(doc: Any, where: str) -> list[tuple[str, dict]]:
+    """A parsed JSON document -> [(where, study)]: a single study, a {"studies": [...]} page or a list."""
+    if isinstance(doc, dict) and "studies" in doc:
+        items = doc["studies"]
+        if not isinstance(items, list):
+            raise BadRecord(f"{where}: 'studies' must be a list")
+        return [(f"{where}#studies[{i}]", s) for i, s in enumerate(items)]
+    if isinstance(doc, list):
+        return [(f"{where}[{i}]", s) for i, s in enumerate(doc)]
+    if isinstance(doc, dict) and "protocolSection" in doc:
+        return [(where, doc)]
+    raise BadRecord(f"{where}: neither an API v2 study (protocolSection) nor a page of studies (studies)")
+
+
+def parse_json_text(text: str, where: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """One JSON file's text -> (records, [(where, error)] for broken studies inside it).
+    Raises BadRecord when the file itself is not usable."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRecord(f"{where}: not valid JSON ({exc})") from None
+    records, errors = [], []
+    items = studies_in(doc, where)
+    for w, study in items:
+        try:
+            raw = text if len(items) == 1 and w == where else json.dumps(study, ensure_ascii=False)
+            records.append(map_study(study, raw, w))
+        except BadRecord as exc:
+            errors.append((w, str(exc)))
+    return records, errors

@@ -1,0 +1,57 @@
+"""`python -m core stats --db PATH [--json]`: what is in the store."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core import config
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--db", help="store file (default: CTGEN_DB or data/ctgen.duckdb)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--migrate", action="store_true", help="open for writing, upgrading an older store first")
+
+
+def collect(db) -> dict:
+    from core.store import connect
+    from core.store.trials import store_stats
+
+    with connect(db, read_only=False) as con:
+        return store_stats(con)
+
+
+def _readable(s: dict) -> str:
+    src = s["sources"]
+    lines = [
+        f"trials:                 {s['trials']:,} (XML {src['ctgov_xml']:,}, API v2 JSON {src['ctgov_json']:,}, "
+        f"TOP {src['top']:,}; TOP and a full record {src['top_and_full_record']:,})",
+        f"labelled:               {s['labeled']:,} ({s['positive']:,} success, {s['negative']:,} failure)",
+        f"label conflicts:        {s['label_conflicts']:,} (TOP vs IQVIA; effective label by preference "
+        f"{','.join(config.label_preference())})",
+        f"DrugBank drugs:         {s['drugbank_drugs']:,}",
+        f"intervention matches:   {s['intervention_matches']['interventions']:,} interventions in "
+        f"{s['intervention_matches']['trials']:,} trials, {s['intervention_matches']['drugs']:,} drugs",
+        f"eligible interventions: {s['eligible_interventions']:,} (>= 3 success and >= 3 failure trials; "
+        f"first drug only: {s['eligible_interventions_first_drug']:,})",
+        f"synthetic trials:       {s['synthetic']:,} (generation failures: {s['generation_failures']:,})",
+        f"ingest errors:          {s['ingest_errors']:,}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.store import SchemaError, StoreLocked
+
+    db = config.db_path(args.db)
+    if not db.exists():
+        print(f"error: {db}: no store here yet (run `python -m core sample-data --db {db}`)", file=sys.stderr)
+        return 2
+    try:
+        stats = collect(db)
+    except (SchemaError, StoreLocked) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(stats) if args.json else _readable(stats))
+    return 0
