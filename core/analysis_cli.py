@@ -1,0 +1,105 @@
+"""`python -m core analyze`: embeddings, cosine-similarity statistics and quality metrics.
+
+With `--json` the last line of stdout is one JSON object (cosine statistics of the three pair
+types, detection_auc, nearest-record distances, diversity). With no synthetic trials in the store
+(or an unknown --synthetic-source) it exits 2 with a message saying so: a comparison needs both
+sides, and a real-only report would look like a result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    from core.analysis import PROJECTIONS, REAL_SCOPES
+
+    parser.add_argument("--db", help="store (default: CTGEN_DB or data/ctgen.duckdb)")
+    parser.add_argument("--synthetic-source", default=None,
+                        help="synthetic set to analyse (a 'run:<id>' or an imported set's name; default: all together)")
+    parser.add_argument("--pairs", type=int, default=10_000, help="sampled pairs per histogram (default 10000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", choices=["minilm", "biobert"], default="minilm",
+                        help="minilm (bundled, default) or biobert ([CLS]; only where available locally)")
+    parser.add_argument("--real", choices=REAL_SCOPES, default="interventions",
+                        help="real trials compared: those of the set's interventions (paper, default) or all labelled")
+    parser.add_argument("--max-real", type=int, default=5_000, help="cap on real trials (seeded sample; 0 = no cap)")
+    parser.add_argument("--max-synthetic", type=int, default=5_000, help="cap on synthetic trials (0 = no cap)")
+    parser.add_argument("--copy-threshold", type=float, default=0.05,
+                        help="cosine distance at or below which a synthetic trial counts as a near copy (default 0.05)")
+    parser.add_argument("--projection", action="append", choices=PROJECTIONS, default=[],
+                        help="also compute and store a projection (repeatable): tsne, umap")
+    parser.add_argument("--recompute", action="store_true", help="ignore a stored result with the same parameters")
+
+
+def run(args: argparse.Namespace) -> int:
+    from core import analysis, config
+
+    db = config.db_path(args.db)
+    if not db.exists():
+        print(f"error: {db}: no store here (--db)", file=sys.stderr)
+        return 2
+    try:
+        params = analysis.AnalysisParams(
+            synthetic_source=args.synthetic_source, real_scope=args.real, pairs=args.pairs, seed=args.seed,
+            encoder=args.encoder, max_real=args.max_real, max_synthetic=args.max_synthetic,
+            copy_threshold=args.copy_threshold)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, file=sys.stderr, disable=None, bar_format="{desc} {percentage:3.0f}%|{bar}|")
+    state = {"stage": None}
+
+    def progress(stage: str, frac: float) -> None:
+        if stage != state["stage"]:
+            state["stage"] = stage
+            bar.set_description_str(stage[:60])
+        bar.n = int(round(frac * 100))
+        bar.refresh()
+
+    try:
+        out = analysis.run(db, params, projections=args.projection, recompute=args.recompute, progress=progress)
+    except analysis.AnalysisError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    q = out["quality"]
+    summary = analysis.cli_summary(q)
+    if q.get("encoder_note"):
+        print(f"note: {q['encoder_note']}", file=sys.stderr)
+    if out["reused"]:
+        print(f"reused stored results ({', '.join(out['reused'])}); --recompute to compute again", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    _print_table(summary, out)
+    return 0
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def _print_table(s: dict, out: dict) -> None:
+    print(f"synthetic set: {s['synthetic_source'] or 'all'}   encoder: {s['encoder']}   "
+          f"real: {s['n_real']}   synthetic: {s['n_synthetic']}")
+    print("cosine similarity of sampled pairs:")
+    for k, v in s["cosine"].items():
+        print(f"  {k:<20} n={v['n']:<6} mean={_fmt(v['mean'])} sd={_fmt(v['sd'])}")
+    print(f"detection AUC (0.5 = indistinguishable): {_fmt(s['detection_auc'])}")
+    n = s["nearest_real_distance"]
+    print(f"distance to closest real record: min={_fmt(n['min'])} median={_fmt(n['median'])} mean={_fmt(n['mean'])}"
+          f"   (real to real: median={_fmt(s['real_nearest_real_distance']['median'])})")
+    print(f"near copies (distance <= {s['copy_threshold']}): {s['near_copies']}")
+    d = s["diversity"]
+    print(f"diversity: synthetic mean pairwise cosine={_fmt(d['synthetic_mean_pairwise_cosine'])} "
+          f"distinct-1={_fmt(d['synthetic_distinct_1'])} distinct-2={_fmt(d['synthetic_distinct_2'])}")
+    print(f"intervention match rate: {_fmt(s['intervention_match_rate'])}   leakage rate: {_fmt(s['leakage_rate'])}")
+    for m in out["projections"]:
+        print(f"{m} projection stored ({len(out['projections'][m]['points'])} points)")
