@@ -52,18 +52,26 @@ def store_version(path: str | os.PathLike) -> tuple[int, int]:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
-def _cached_query(name: str, db: str, version: tuple[int, int], args: tuple, kwargs: tuple) -> Any:
+def _cached_query(name: str, db: str, version: tuple[int, int], pref: tuple[str, ...], args: tuple,
+                  kwargs: tuple) -> Any:
+    import inspect
+
     from core.store import browse
 
+    fn = getattr(browse, name)
+    kw = dict(kwargs)
+    if "preference" in inspect.signature(fn).parameters:
+        kw.setdefault("preference", list(pref))
     with connect(db, read_only=True, wait_s=READ_WAIT_S) as con:
-        return getattr(browse, name)(con, *args, **dict(kwargs))
+        return fn(con, *args, **kw)
 
 
 def query(name: str, *args: Any, **kwargs: Any) -> Any:
     """Run `core.store.browse.<name>(con, *args, **kwargs)` on a short-lived read-only connection,
     cached for CACHE_TTL_S seconds per store file version."""
     db = db_path()
-    return _cached_query(name, str(db), store_version(db), args, tuple(sorted(kwargs.items())))
+    pref = tuple(config.label_preference())
+    return _cached_query(name, str(db), store_version(db), pref, args, tuple(sorted(kwargs.items())))
 
 
 def store_state(path: str | os.PathLike | None = None) -> tuple[str, str]:
@@ -72,7 +80,7 @@ def store_state(path: str | os.PathLike | None = None) -> tuple[str, str]:
     if not db.exists():
         return "missing", f"No store at {db} yet."
     try:
-        n = _cached_query("trial_count", str(db), store_version(db), (), ())
+        n = _cached_query("trial_count", str(db), store_version(db), (), (), ())
     except SchemaError as exc:
         return "schema", str(exc)
     except (StoreLocked, duckdb.IOException, duckdb.ConnectionException) as exc:

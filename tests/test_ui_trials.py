@@ -1,0 +1,179 @@
+"""Trials page: filters narrow the server-side paged table, ?nct= opens a record (AppTest on a
+small hand-made store), and the real page in Chromium on the mirror store."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import wait_for_app
+from core.store import browse, connect
+from fixtures.ui.small_store import TRIALS, build, criteria
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "1_Trials.py")
+
+
+@pytest.fixture
+def small_store(tmp_path, monkeypatch) -> Path:
+    db = build(tmp_path / "small.duckdb")
+    monkeypatch.setenv("CTGEN_DB", str(db))
+    return db
+
+
+def _rows(at: AppTest) -> list[str]:
+    return _frame_with(at, "nct_id")["nct_id"].tolist()
+
+
+def _frame_with(at: AppTest, column: str):
+    return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
+def _match_caption(at: AppTest) -> int:
+    text = next(c.value for c in at.caption if "trials match" in c.value)
+    return int(re.match(r"([\d,]+) trials match", text).group(1).replace(",", ""))
+
+
+def test_filters_narrow_the_table(small_store):
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert _match_caption(at) == len(TRIALS)
+    assert _rows(at) == sorted(TRIALS)
+
+    at.multiselect(key="f_label").set_value(["failure"]).run()
+    failures = sorted(n for n, t in TRIALS.items()
+                      if (t[4].get("iqvia") or t[4].get("top") or (None,))[0] == 0)
+    assert _rows(at) == failures and _match_caption(at) == len(failures)
+
+    at.multiselect(key="f_label").set_value(["conflicting"]).run()
+    assert _rows(at) == ["NCT90000009"]
+
+    at.multiselect(key="f_label").set_value([]).run()
+    at.multiselect(key="f_phase").set_value(["Phase 3"]).run()
+    assert _rows(at) == sorted(n for n, t in TRIALS.items() if t[0] == "Phase 3")
+    at.multiselect(key="f_source").set_value(["top"]).run()
+    assert _rows(at) == sorted(n for n, t in TRIALS.items() if t[0] == "Phase 3" and "top" in t[5])
+
+    at.multiselect(key="f_phase").set_value([]).run()
+    at.multiselect(key="f_source").set_value([]).run()
+    # (AppTest cannot type a new option into a selectbox; typed names are tested on browse below.)
+    at.selectbox(key="f_intervention").set_value("Aspirin").run()
+    assert _rows(at) == sorted(n for n, t in TRIALS.items() if t[3][0] == "DB00945")
+    at.selectbox(key="f_condition").set_value("Stroke").run()
+    assert _rows(at) == sorted(n for n, t in TRIALS.items() if t[3][0] == "DB00945" and t[2] == "Stroke")
+    at.multiselect(key="f_status").set_value(["Terminated"]).run()
+    assert _rows(at) == ["NCT90000005"]
+
+    at.selectbox(key="f_intervention").set_value(None).run()
+    at.selectbox(key="f_condition").set_value(None).run()
+    at.multiselect(key="f_status").set_value([]).run()
+    at.text_input(key="q").set_value("glowing-umbrella").run()  # in one summary only
+    assert _rows(at) == ["NCT90000004"]
+    at.text_input(key="q").set_value("study NCT90000007").run()  # in one trial's criteria only
+    assert _rows(at) == ["NCT90000007"]
+    at.text_input(key="q").set_value("100%").run()  # LIKE wildcards are taken literally
+    assert _match_caption(at) == 0
+    assert not at.exception
+
+
+def test_typed_names_match_substrings_and_drugbank_names(small_store):
+    with connect(small_store, read_only=True) as con:
+        def ids(**kw):
+            return browse.search_trials(con, browse.TrialFilter(**kw), limit=100)[0]["nct_id"].tolist()
+
+        aspirin = sorted(n for n, t in TRIALS.items() if t[3][0] == "DB00945")
+        # The DrugBank common name finds trials that list the drug under a synonym.
+        assert ids(intervention="salicylic") == aspirin
+        assert ids(intervention="ASPIR") == aspirin
+        assert ids(condition="diabet") == sorted(n for n, t in TRIALS.items() if "Diabetes" in t[2])
+        assert ids(intervention="no such drug") == []
+
+
+def test_search_pages_on_the_server(small_store):
+    """Paging is LIMIT/OFFSET with the total from the same query."""
+    with connect(small_store, read_only=True) as con:
+        first, total = browse.search_trials(con, browse.TrialFilter(), limit=4, offset=0)
+        last, total2 = browse.search_trials(con, browse.TrialFilter(), limit=4, offset=8)
+        past, total3 = browse.search_trials(con, browse.TrialFilter(), limit=4, offset=40)
+    assert total == total2 == total3 == len(TRIALS)
+    assert first["nct_id"].tolist() == sorted(TRIALS)[:4]
+    assert last["nct_id"].tolist() == sorted(TRIALS)[8:]
+    assert past.empty
+
+
+def test_query_param_opens_record_with_labels_and_conflict(small_store):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["nct"] = "NCT90000009"
+    at.run()
+    assert not at.exception
+    assert at.title[0].value.startswith("NCT90000009: ")
+    assert criteria("NCT90000009") in [t.value for t in at.text]
+    warning = " ".join(w.value for w in at.warning)
+    assert "Label conflict" in warning and "IQVIA says success" in warning and "TOP says failure" in warning
+    labels = _frame_with(at, "original outcome text")
+    assert labels.set_index("source")["original outcome text"].to_dict() == {
+        "iqvia": "Completed, Positive outcome/primary endpoint(s) met",
+        "top": "terminated; sponsor decision",
+    }
+    assert any("Effective label: **success (from iqvia)**" in m.value for m in at.markdown)
+    ivs = _frame_with(at, "DrugBank")
+    assert ivs.loc[0, "DrugBank"] == "Tamoxifen (DB00675)" and ivs.loc[0, "rule"] == "synonym_normalized"
+    assert any("<nct_id>NCT90000009</nct_id>" in c.value for c in at.main.code)  # raw document
+    assert at.expander[-1].label.startswith("Raw source document (xml")
+
+    # A trial with no label says so; an unknown id says it is not in the store.
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["nct"] = "nct90000010"
+    at.run()
+    assert at.title[0].value.startswith("NCT90000010: ")
+    assert [m.value for m in at.metric if m.label == "Effective label"] == ["unlabelled"]
+    assert not at.warning
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["nct"] = "NCT99999999"
+    at.run()
+    assert [w.value for w in at.warning] == ["NCT99999999 is not in the store."]
+
+
+def test_label_preference_changes_effective_label(small_store, monkeypatch):
+    monkeypatch.setenv("CTGEN_LABEL_PREFERENCE", "top,iqvia")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["nct"] = "NCT90000009"
+    at.run()
+    assert [m.value for m in at.metric if m.label == "Effective label"] == ["failure"]
+
+
+def _open_known_trial(mirror_db) -> tuple[str, str]:
+    """The first trial by NCT id that has eligibility criteria, and one line of them."""
+    with connect(mirror_db, read_only=True) as con:
+        nct, text = con.execute(
+            "SELECT nct_id, eligibility_criteria FROM trials WHERE length(eligibility_criteria) > 80 "
+            "ORDER BY nct_id LIMIT 1").fetchone()
+    line = max((ln.strip() for ln in text.splitlines()), key=len)
+    return nct, line
+
+
+@pytest.mark.browser
+def test_trials_in_browser(mirror_db, streamlit_server, page):
+    server = streamlit_server(mirror_db)
+    with connect(mirror_db, read_only=True) as con:
+        total = con.execute("SELECT count(*) FROM trials").fetchone()[0]
+        first_nct, first_title = con.execute(
+            "SELECT nct_id, brief_title FROM trials ORDER BY nct_id LIMIT 1").fetchone()
+    page.goto(server.url + "/Trials")
+    wait_for_app(page)
+    assert page.get_by_text(f"{total:,} trials match").is_visible()
+    # The table is a canvas grid: read its rows through the grid's accessible cells.
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.wait_for()
+    assert grid.get_by_role("gridcell", name=first_nct).count() >= 1
+    page.screenshot(path="/tmp/ctgen-ui-trials.png", full_page=True)
+
+    nct, line = _open_known_trial(mirror_db)
+    page.goto(server.url + "/Trials?nct=" + nct)
+    wait_for_app(page)
+    page.get_by_role("heading", name=re.compile(nct)).wait_for()
+    criteria_box = page.locator(".st-key-eligibility")
+    assert line in " ".join(criteria_box.inner_text().split()) or line in criteria_box.inner_text()
+    page.screenshot(path="/tmp/ctgen-ui-record.png", full_page=True)
