@@ -100,7 +100,7 @@ class Retrieval:
 def normalize_name(name: str) -> str:
     """Lower case, punctuation to single spaces (as DrugBank names are matched)."""
     try:  # the ingest area's normalization, when available, so lookups agree with drugbank_names
-        from core.ingest.drugbank import normalize_name as ingest_norm  # type: ignore
+        from core.ingest.matching import normalize_name as ingest_norm  # type: ignore
 
         return ingest_norm(name)
     except Exception:
@@ -277,19 +277,29 @@ def fit_document(doc: dict[str, Any], count_tokens: Callable[[str], int], budget
             if n <= budget:
                 return text, n, changes, True
     shortened: set[str] = set()
-    for _ in range(60):
+    for _ in range(200):
         length, path, container, key = _longest_string(doc)
         if length <= 40:
             break
-        # Aim straight at the budget: cut the longest text by the share of tokens over it.
-        excess_chars = int((n - budget) * len(text) / max(n, 1) * 1.2) + len(TRUNCATION_MARK)
-        keep = max(20, length - excess_chars)
-        container[key] = container[key][:keep].rstrip() + TRUNCATION_MARK
+        original = container[key]
         shortened.add(path)
+        container[key] = original[:20] + TRUNCATION_MARK
         text = dumps(doc)
         n = count_tokens(text)
-        if n <= budget:
-            break
+        if n > budget:
+            continue  # even cut to the bone this text is not enough: shorten the next longest too
+        lo, hi = 20, length  # the longest prefix of this text that fits (binary search, exact counts)
+        while hi - lo > max(8, length // 64):
+            mid = (lo + hi) // 2
+            container[key] = original[:mid].rstrip() + TRUNCATION_MARK
+            if count_tokens(dumps(doc)) <= budget:
+                lo = mid
+            else:
+                hi = mid
+        container[key] = original[:lo].rstrip() + TRUNCATION_MARK
+        text = dumps(doc)
+        n = count_tokens(text)
+        break
     changes += [f"shortened:{p}" for p in sorted(shortened)]
     if n > budget:  # last resort: cut the serialization itself (no longer valid JSON; marked)
         lo, hi = 0, len(text)

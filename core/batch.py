@@ -1,0 +1,435 @@
+"""`python -m core generate`: a batch of synthetic trials (retrieval -> reasoning -> generation).
+
+- C requests in flight (asyncio); transient HTTP failures are retried inside llm.acomplete; a reply
+  that does not parse is retried (bounded), then the item is recorded in generation_failures with its
+  stage and reason. Failures never stop the batch.
+- Item i of run R is `R:i`, with a per-item seed derived from (run seed, i): re-running the same
+  --run-id after a crash or kill -9 skips finished items and redoes the rest, so the run ends with
+  one row per item (a trial, or a failure when it failed again).
+- Each finished item is committed at once through a short-lived connection, so the app can read
+  the store meanwhile. Progress: tqdm, the generation_runs row, and RUNS_DIR/<run_id>/progress.json.
+- The API key is passed to the client only: never stored in params, logs or progress files.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from core import config
+from core.prompts import PromptError, load_prompts, prompt_hash
+from core.retrieval import (MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError,
+                            eligible_interventions, resolve_intervention, retrieve)
+from core.store import connect
+from core.store import synthetic as store
+from core.store.retrieval import drug_synonyms
+
+DEFAULT_MAX_TOKENS = 2048
+REASONING_MAX_TOKENS = 1024     # 5 reasons never need more; also what the generation prompt reserves for them
+BUDGET_MARGIN = 64              # chat framing tokens and rounding
+
+
+class UsageError(ValueError):
+    """Bad arguments (exit 2)."""
+
+
+def runs_dir() -> Path:
+    env = os.environ.get("CTGEN_RUNS_DIR")
+    return Path(env) if env else config.RUNS_DIR
+
+
+def progress_path(run_id: str) -> Path:
+    return runs_dir() / run_id / "progress.json"
+
+
+def read_progress(run_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(progress_path(run_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_progress(run_id: str, data: dict[str, Any]) -> None:
+    path = progress_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def item_seed(run_seed: int, index: int) -> int:
+    """Deterministic per-item seed (same run seed and index -> same retrieval and LLM seeds)."""
+    return random.Random(f"{run_seed}:{index}").getrandbits(31)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def example_budget(llm: Any, prompts: dict, max_tokens: int, k: int, cap: int | None = None) -> int:
+    """Tokens left for the K examples: the context window minus the generation prompt's own text,
+    the reasons it will carry and the reply (exact counts with the model's tokenizer)."""
+    from core.retrieval import Example
+
+    dummy = Retrieval("DB00000", "X" * 12, 1, "drugbank", 0, [Example("", 1, "", 0, 0) for _ in range(k)], None)
+    from core.generation import build_prompt as gen_prompt
+
+    messages, document, _ = gen_prompt(dummy, [""] * 5, prompts)
+    text = "\n".join(m["content"] for m in messages) if llm.chat else document
+    overhead = llm.count_tokens(text)
+    reasons = min(max_tokens, REASONING_MAX_TOKENS)
+    budget = llm.context_window - overhead - max_tokens - reasons - BUDGET_MARGIN
+    budget = min(budget, PAPER_EXAMPLE_BUDGET, cap or PAPER_EXAMPLE_BUDGET)
+    if budget < 64 * k:
+        raise UsageError(f"--max-tokens {max_tokens} leaves only {budget} tokens for {k} examples in the "
+                         f"{llm.context_window}-token context of {llm.model}; lower --max-tokens")
+    return budget
+
+
+class Batch:
+    """One run: state shared by its items."""
+
+    def __init__(self, db: Path, run_id: str, n: int, params: dict[str, Any], prompts: dict, llm: Any,
+                 log_buffer: list[dict], concurrency: int, show_progress: bool = True,
+                 on_progress: Callable[[dict], None] | None = None):
+        self.db, self.run_id, self.n, self.params = db, run_id, n, params
+        self.prompts, self.phash, self.llm = prompts, prompt_hash(prompts), llm
+        self.log_buffer = log_buffer
+        self.concurrency = concurrency
+        self.store_lock = threading.Lock()   # one store connection at a time in this process
+        self.done = 0
+        self.failed = 0
+        self.cost = 0.0
+        self.show_progress = show_progress
+        self.on_progress = on_progress
+        self.started = time.time()
+        self.eligible: list[dict] | None = None
+        self.drug: dict | None = None
+        self.synonyms: list[str] = []
+        self.budget = 0
+
+    # -- store access (threads, serialized)
+    def _with_store(self, fn: Callable[[Any], Any]) -> Any:
+        with self.store_lock:
+            with connect(self.db) as con:
+                return fn(con)
+
+    async def store(self, fn: Callable[[Any], Any]) -> Any:
+        return await asyncio.to_thread(self._with_store, fn)
+
+    def _flush_log(self, con: Any) -> None:
+        if not self.log_buffer:
+            return
+        entries, self.log_buffer[:] = list(self.log_buffer), []
+        try:
+            from core.store.llmlog import log_call
+        except ImportError:
+            return
+        for e in entries:
+            log_call(con, e)
+
+    # -- one item
+    async def item(self, index: int) -> str:
+        seed = item_seed(self.params["seed"], index)
+        p = self.params
+        sid = f"{self.run_id}:{index}"
+        stage = "retrieval"
+        retrieval: Retrieval | None = None
+        reasons: list[str] | None = None
+        intended = self.drug["name"] if self.drug else None
+        label = p.get("label")
+        try:
+            def do_retrieve(con: Any) -> Retrieval:
+                return retrieve(con, intervention=self.drug["drugbank_id"] if self.drug else None, label=label,
+                                k=p["k"], seed=seed, rule=p["rule"], min_each=p["min_each"],
+                                count_tokens=self.llm.count_tokens, budget=self.budget, eligible=self.eligible)
+            retrieval = await self.store(do_retrieve)
+            intended, label = retrieval.intervention, retrieval.label
+            synonyms = self.synonyms if self.drug else await self.store(
+                lambda con: drug_synonyms(con, retrieval.drugbank_id))
+
+            from core.reasoning import areason
+            stage = "reasoning"
+            reasoning = await areason(self.llm, retrieval, prompts=self.prompts, temperature=p["temperature"],
+                                      max_tokens=min(p["max_tokens"], REASONING_MAX_TOKENS), seed=seed,
+                                      attempts=p["attempts"], run_id=self.run_id)
+            reasons = reasoning.reasons
+
+            from core.generation import agenerate
+            stage = "generation"
+            gen = await agenerate(self.llm, retrieval, reasons, prompts=self.prompts, temperature=p["temperature"],
+                                  max_tokens=p["max_tokens"], seed=seed + 7919, attempts=p["attempts"],
+                                  run_id=self.run_id, synonyms=synonyms)
+            stage = "validation"
+            from core.retrieval import example_records
+            from core.validation import validate
+
+            ex_ids = [e.nct_id for e in retrieval.examples]
+            ex_records = await self.store(lambda con: example_records(con, ex_ids))
+            status, checks = await asyncio.to_thread(
+                validate, gen.record, intended_intervention=intended, synonyms=synonyms,
+                examples=[ex_records[i] for i in ex_ids if i in ex_records])
+            record = dict(gen.record, nct_id=sid)
+            responses = reasoning.responses + gen.responses
+            cost = sum((r.cost_usd or 0.0) for r in responses)
+            row = {
+                "id": sid, "run_id": self.run_id, "source": f"run:{self.run_id}", "item_index": index,
+                "intended_intervention": intended, "intended_label": label,
+                "generated_intervention": gen.generated_intervention, "intervention_match": gen.intervention_match,
+                "record": record, "raw_text": gen.raw_text, "reasons": reasons, "example_nct_ids": ex_ids,
+                "validation": checks, "validation_status": status, "drugbank_id": retrieval.drugbank_id,
+                "prompt_hash": self.phash, "parse_format": gen.parse_format, "backend": self.llm.backend,
+                "model": self.llm.model,
+                "meta": {
+                    "seed": seed, "rule": retrieval.rule,
+                    "examples": [{"nct_id": e.nct_id, "tokens": e.tokens, "original_tokens": e.original_tokens,
+                                  "truncated": e.truncated, "dropped": e.dropped} for e in retrieval.examples],
+                    "example_budget": self.budget, "truncated": retrieval.truncated,
+                    "reasoning_attempts": reasoning.attempts, "generation_attempts": gen.attempts,
+                    "reasoning_text": reasoning.raw_text,
+                    "prompt_tokens": sum(r.prompt_tokens or 0 for r in responses),
+                    "completion_tokens": sum(r.completion_tokens or 0 for r in responses),
+                    "cost_usd": cost, "temperature": p["temperature"],
+                },
+            }
+
+            def save(con: Any) -> None:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    store.save_synthetic(con, row)
+                    self._flush_log(con)
+                    store.update_run(con, self.run_id, add_cost=cost)
+                    con.execute("COMMIT")
+                except Exception:
+                    con.execute("ROLLBACK")
+                    raise
+            await self.store(save)
+            self.cost += cost
+            self.done += 1
+            return "done"
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded; the batch goes on
+            if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+                raise
+            if stage == "validation":
+                stage = "store"
+            await self._fail(index, sid, stage, exc, intended, label, retrieval, reasons)
+            return "failed"
+
+    async def _fail(self, index: int, sid: str, stage: str, exc: Exception, intended: str | None,
+                    label: int | None, retrieval: Retrieval | None, reasons: list[str] | None) -> None:
+        from core.reasoning import FormatError
+
+        responses = getattr(exc, "responses", None) or []
+        row = {
+            "id": sid, "run_id": self.run_id, "item_index": index, "intended_intervention": intended,
+            "intended_label": label, "stage": stage, "reason": f"{type(exc).__name__}: {exc}"[:2000],
+            "raw_text": getattr(exc, "raw_text", None), "attempts": len(responses) or None,
+            "prompt_hash": self.phash, "example_nct_ids": [e.nct_id for e in retrieval.examples] if retrieval else None,
+            "reasons": reasons,
+            "error_kind": "format" if isinstance(exc, FormatError) else getattr(exc, "kind", None)
+            or ("retrieval" if isinstance(exc, RetrievalError) else type(exc).__name__),
+        }
+        cost = sum((r.cost_usd or 0.0) for r in responses)
+
+        def save(con: Any) -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                store.save_failure(con, row)
+                self._flush_log(con)
+                store.update_run(con, self.run_id, add_cost=cost)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        await self.store(save)
+        self.failed += 1
+
+    # -- the whole run
+    def progress(self, status: str, pending: int) -> dict[str, Any]:
+        data = {"run_id": self.run_id, "n": self.n, "done": self.done, "failed": self.failed,
+                "pending": pending, "status": status, "cost_usd": round(self.cost, 6), "pid": os.getpid(),
+                "concurrency": self.concurrency, "started_at": self.started, "updated_at": time.time()}
+        _write_progress(self.run_id, data)
+        if self.on_progress:
+            self.on_progress(data)
+        return data
+
+    async def run(self, todo: list[int]) -> None:
+        from tqdm import tqdm
+
+        sem = asyncio.Semaphore(self.concurrency)
+        bar = tqdm(total=self.n, initial=self.n - len(todo), desc=f"generate {self.run_id}", unit="trial",
+                   disable=not self.show_progress, file=sys.stderr)
+        pending = len(todo)
+        self.progress("running", pending)
+
+        async def one(i: int) -> None:
+            nonlocal pending
+            async with sem:
+                outcome = await self.item(i)
+            pending -= 1
+            bar.update(1)
+            bar.set_postfix(failed=self.failed)
+            self.progress("running", pending)
+            _ = outcome
+
+        try:
+            await asyncio.gather(*(one(i) for i in todo))
+        finally:
+            bar.close()
+            closer = getattr(self.llm, "aclose", None)
+            if closer:
+                try:
+                    await closer()
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None, label: int | None = None,
+              backend: str = "local", base_url: str | None = None, api_key: str | None = None,
+              model: str | None = None, concurrency: int = 1, seed: int | None = None,
+              max_tokens: int = DEFAULT_MAX_TOKENS, run_id: str | None = None, temperature: float = 1.0,
+              rule: str = "drugbank", min_each: int = MIN_EACH, k: int = 3, attempts: int = 3,
+              example_budget_cap: int | None = None, prompt_overrides: dict | None = None,
+              n_ctx: int | None = None, max_retries: int = 5, timeout_s: float = 120.0,
+              show_progress: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Generate (or complete) run `run_id` up to `n` items. Returns the run's final counts."""
+    from core.llm import get_llm
+
+    db = config.db_path(db)
+    if n < 1:
+        raise UsageError("--n must be at least 1")
+    if label is not None and label not in (0, 1):
+        raise UsageError("--label must be 0 or 1")
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if rule not in RULES:
+        raise UsageError(f"--rule must be one of {', '.join(RULES)}")
+    run_id = run_id or new_run_id()
+    if ":" in run_id or "/" in run_id:
+        raise UsageError("--run-id may not contain ':' or '/'")
+
+    with connect(db) as con:
+        existing = store.get_run(con, run_id)
+        if existing:  # resume: the items must be the same items
+            old = existing["params"] or {}
+            for key, new in (("seed", seed), ("intervention", intervention), ("label", label), ("rule", rule),
+                             ("min_each", min_each), ("k", k)):
+                if key in ("seed", "intervention", "label") and new is None:
+                    continue
+                if old.get(key) != new:
+                    raise UsageError(f"run {run_id} was started with {key}={old.get(key)!r}, not {new!r}: "
+                                     "resume it with the same value or use another --run-id")
+            seed = old["seed"]
+            intervention, label = old.get("intervention"), old.get("label")
+            prompts = existing["prompts"]
+            if prompt_overrides and load_prompts(prompt_overrides) != prompts:
+                raise UsageError(f"run {run_id} used other prompts (hash {existing['prompt_hash']}); use another --run-id")
+        else:
+            prompts = load_prompts(prompt_overrides)
+        seed = seed if seed is not None else secrets.randbelow(2**31)
+        drug = resolve_intervention(con, intervention) if intervention else None
+        eligible = None if drug else eligible_interventions(con, rule, min_each)
+        if not drug and not eligible:
+            raise RetrievalError(f"no intervention has >= {min_each} successful and >= {min_each} failed labelled "
+                                 f"trials under rule {rule!r} in {db} (load data with `python -m core sample-data`)")
+        synonyms = drug_synonyms(con, drug["drugbank_id"]) if drug else []
+
+    log_buffer: list[dict] = []
+    llm = get_llm(backend, model=model, base_url=base_url, api_key=api_key, on_call=log_buffer.append,
+                  n_ctx=n_ctx, max_retries=max_retries, timeout_s=timeout_s)
+    params = {"intervention": intervention, "drugbank_id": drug["drugbank_id"] if drug else None, "label": label,
+              "seed": seed, "backend": backend, "base_url": base_url, "model": llm.model, "concurrency": concurrency,
+              "max_tokens": max_tokens, "temperature": temperature, "rule": rule, "min_each": min_each, "k": k,
+              "attempts": attempts, "example_budget_cap": example_budget_cap}
+    batch = Batch(db, run_id, n, params, prompts, llm, log_buffer, concurrency, show_progress, on_progress)
+    batch.eligible, batch.drug, batch.synonyms = eligible, drug, synonyms
+    batch.budget = example_budget(llm, prompts, max_tokens, k, example_budget_cap)
+
+    with connect(db) as con:
+        store.start_run(con, run_id, n, params, prompts, batch.phash, os.getpid())
+        done = store.done_items(con, run_id)
+    todo = [i for i in range(n) if i not in done]
+    status = "interrupted"
+    try:
+        asyncio.run(batch.run(todo))
+        status = "done"
+    finally:
+        with connect(db) as con:
+            counts = store.update_run(con, run_id, status=status)
+        batch.done, batch.failed = counts["done"], counts["failed"]
+        batch.progress(status, 0 if status == "done" else n - counts["done"] - counts["failed"])
+    return {"run_id": run_id, "n": n, **counts, "cost_usd": batch.cost, "status": status, "seed": seed,
+            "example_budget": batch.budget}
+
+
+# ---- CLI ----
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--db", help="the store (default: CTGEN_DB or data/ctgen.duckdb)")
+    parser.add_argument("--n", type=int, required=True, help="how many synthetic trials the run should have")
+    parser.add_argument("--intervention", help="DrugBank name, synonym or id (default: drawn per item)")
+    parser.add_argument("--label", type=int, choices=[0, 1], help="1 success, 0 failure (default: drawn per item)")
+    parser.add_argument("--backend", choices=["local", "openai"], default="local")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OpenAI)")
+    parser.add_argument("--api-key", help="API key (default: OPENAI_API_KEY or .streamlit/secrets.toml); never stored")
+    parser.add_argument("--model", help="model name (openai) or GGUF path (local)")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight (default 1)")
+    parser.add_argument("--seed", type=int, help="run seed (items get seeds derived from it)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="per completion")
+    parser.add_argument("--run-id", help="name of the run; the same id resumes it")
+    parser.add_argument("--rule", choices=list(RULES), default="drugbank", help="retrieval rule")
+    parser.add_argument("--min-each", type=int, default=MIN_EACH,
+                        help="successful and failed trials an intervention needs (default 3)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--example-budget", type=int, help="cap on the examples' tokens (default: what fits)")
+    parser.add_argument("--prompts", help="TOML or JSON file of prompt overrides {stage: {part: text}}")
+    parser.add_argument("--n-ctx", type=int, help="context window override")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+
+
+def _load_overrides(path: str | None) -> dict | None:
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+            return tomllib.loads(p.read_text())
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{p}: cannot read prompt overrides ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.llm import LLMError
+
+    try:
+        result = run_batch(
+            args.db, args.n, intervention=args.intervention, label=args.label, backend=args.backend,
+            base_url=args.base_url, api_key=args.api_key, model=args.model, concurrency=args.concurrency,
+            seed=args.seed, max_tokens=args.max_tokens, run_id=args.run_id, temperature=args.temperature,
+            rule=args.rule, min_each=args.min_each, example_budget_cap=args.example_budget,
+            prompt_overrides=_load_overrides(args.prompts), n_ctx=args.n_ctx, timeout_s=args.timeout,
+            show_progress=not args.no_progress,
+        )
+    except (UsageError, RetrievalError, PromptError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LLMError as exc:  # configuration problems (no key, no model file); per-item errors never get here
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+

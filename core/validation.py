@@ -1,0 +1,131 @@
+"""Checks run on every synthetic trial, generated or imported.
+
+Each check gives {ok, severity, detail}; the trial's status is the worst failed check's severity:
+'ok', 'warning' (usable, but look: leaked outcome words, another drug, a missing field) or 'invalid'
+(unreadable, empty, or a near-copy of one of its own few-shot examples; the paper's constraint says
+"You cannot simply modify or rewrite them").
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core.generation import any_intervention_matches, generated_intervention
+from core.record import normalize_record
+from core.serialize import LEAK_WORDS, classifier_text
+
+REQUIRED = ["brief_title", "interventions", "conditions", "eligibility_criteria", "primary_outcomes"]
+DESCRIPTION = ("brief_summary", "detailed_description")
+LEAK_FIELDS = ("overall_status", "why_stopped")   # fields that state the outcome by themselves
+NGRAM = 8                                         # word n-grams for the overlap measure
+NEAR_COPY_OVERLAP = 0.5                           # share of the trial's 8-grams found in one example
+NEAR_COPY_RUN = 60                                # or this many consecutive words shared with one example
+_LEAK_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(LEAK_WORDS, key=len, reverse=True)) + r")\b",
+                      re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9]+")
+SEVERITY = {"ok": 0, "warning": 1, "invalid": 2}
+
+
+def _check(ok: bool, severity: str, detail: Any) -> dict[str, Any]:
+    return {"ok": bool(ok), "severity": "ok" if ok else severity, "detail": detail}
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def longest_common_run(a: list[str], b: list[str]) -> int:
+    """Length in words of the longest run of words `a` and `b` share (binary search over n-gram sets)."""
+    if not a or not b:
+        return 0
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _ngrams(a, mid) & _ngrams(b, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def overlap(text: str, example_text: str, n: int = NGRAM) -> dict[str, float | int]:
+    """How much of `text` is copied from `example_text`: share of its word n-grams found there and the
+    longest shared run of words."""
+    a, b = _words(text), _words(example_text)
+    grams = _ngrams(a, n)
+    share = len(grams & _ngrams(b, n)) / len(grams) if grams else 0.0
+    return {"ngram_overlap": round(share, 3), "longest_run": longest_common_run(a, b)}
+
+
+def leaked_words(record: dict[str, Any]) -> list[dict[str, str]]:
+    """Outcome words anywhere in the trial's text, and the outcome fields themselves when filled."""
+    rec = normalize_record(record)
+    found = [{"field": f, "word": str(rec[f])[:80]} for f in LEAK_FIELDS if rec.get(f)]
+    for key, value in rec.items():
+        if key in LEAK_FIELDS or value in (None, "", []):
+            continue
+        texts: list[str] = []
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, list):
+            for item in value:
+                texts += [str(v) for v in (item.values() if isinstance(item, dict) else [item]) if v]
+        elif isinstance(value, dict):
+            texts = [str(v) for v in value.values() if v]
+        for t in texts:
+            for m in _LEAK_RE.finditer(t):
+                found.append({"field": key, "word": m.group(0)})
+    return found
+
+
+def validate(record: dict[str, Any] | None, *, intended_intervention: str | None = None,
+             synonyms: list[str] | None = None, examples: list[dict[str, Any]] | None = None,
+             parse_error: str | None = None) -> tuple[str, dict[str, dict]]:
+    """(status, {check: {ok, severity, detail}}) for one synthetic trial.
+
+    `examples`: the canonical records of its own few-shot examples (None for imported sets)."""
+    checks: dict[str, dict] = {}
+    checks["parses"] = _check(record is not None and parse_error is None, "invalid", parse_error or "parsed")
+    if record is None:
+        return "invalid", checks
+    rec = normalize_record(record)
+
+    missing = [k for k in REQUIRED if not rec.get(k)]
+    if not any(rec.get(k) for k in DESCRIPTION):
+        missing.append("brief_summary|detailed_description")
+    has_content = any(rec.get(k) for k in ("brief_title", "official_title", *DESCRIPTION))
+    checks["required_fields"] = _check(not missing, "warning" if has_content else "invalid",
+                                       {"missing": missing} if missing else "all present")
+
+    if intended_intervention:
+        gen = generated_intervention(rec)
+        ok = any_intervention_matches(rec, intended_intervention, synonyms)
+        checks["intervention"] = _check(ok, "warning", {"intended": intended_intervention, "generated": gen,
+                                                        "names": [i.get("name") for i in rec["interventions"]]})
+    else:
+        checks["intervention"] = _check(True, "warning", "no intended intervention given")
+
+    leaks = leaked_words(rec)
+    checks["label_leak"] = _check(not leaks, "warning", {"found": leaks[:20], "count": len(leaks)} if leaks else "none")
+
+    if examples:
+        text = classifier_text(rec, synthetic=False, mode="paper")
+        per = []
+        for ex in examples:
+            o = overlap(text, classifier_text(ex, mode="paper"))
+            per.append({"nct_id": ex.get("nct_id"), **o})
+        worst = max(per, key=lambda p: (p["ngram_overlap"], p["longest_run"]))
+        copied = worst["ngram_overlap"] >= NEAR_COPY_OVERLAP or worst["longest_run"] >= NEAR_COPY_RUN
+        checks["near_copy"] = _check(not copied, "invalid", {"examples": per, "thresholds": {
+            "ngram_overlap": NEAR_COPY_OVERLAP, "longest_run": NEAR_COPY_RUN, "n": NGRAM}})
+    else:
+        checks["near_copy"] = _check(True, "invalid", "no few-shot examples to compare with")
+
+    status = max((c["severity"] for c in checks.values()), key=SEVERITY.__getitem__)
+    return status, checks
+
+
