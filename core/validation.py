@@ -109,8 +109,13 @@ def validate(record: dict[str, Any] | None, *, intended_intervention: str | None
     else:
         checks["intervention"] = _check(True, "warning", "no intended intervention given")
 
-    leaks = leaked_words(rec)
-    checks["label_leak"] = _check(not leaks, "warning", {"found": leaks[:20], "count": len(leaks)} if leaks else "none")
+    # overall_status / why_stopped state the outcome by design and are removed before any use
+    # (core.serialize); outcome words elsewhere in the text are what the paper saw the LLM leak.
+    found = leaked_words(rec)
+    status_fields = [f for f in found if f["field"] in LEAK_FIELDS]
+    leaks = [f for f in found if f["field"] not in LEAK_FIELDS]
+    detail: dict[str, Any] = {"found": leaks[:20], "count": len(leaks), "status_fields": status_fields}
+    checks["label_leak"] = _check(not leaks, "warning", detail)
 
     if examples:
         text = classifier_text(rec, synthetic=False, mode="paper")
