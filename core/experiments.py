@@ -338,6 +338,24 @@ def leakage_audit(ds: Dataset, seed: int = 40) -> dict[str, Any]:
     return result
 
 
+# ---- reading stored results (pages, tests) ----------------------------------------------------
+
+def stored_runs(db: str | Path | None) -> list[dict[str, Any]]:
+    with open_read(db) as con:
+        return xstore.list_runs(con)
+
+
+def stored_details(db: str | Path | None, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-seed results, curve points) of the given runs."""
+    with open_read(db) as con:
+        return xstore.seed_results(con, ids), xstore.curves(con, ids)
+
+
+def synthetic_sources(db: str | Path | None) -> list[tuple[str, int]]:
+    with open_read(db) as con:
+        return xstore.synthetic_sources(con)
+
+
 # ---- Table 3 layout ---------------------------------------------------------------------------
 
 SECTION_TITLES = {"in-distribution": "In-distribution", "ratio": "Ratio", "generalization": "Generalization"}

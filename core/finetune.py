@@ -3,8 +3,8 @@ encoder fine-tuned with `Trainer` (the paper: BioBERT, lr 1e-5, batch 8, 7 epoch
 best checkpoint by validation loss, max length 512).
 
 "No fine-tuning" means: for an encoder, the base model with a freshly initialised (seeded)
-classification head; for TF-IDF, a constant classifier that predicts the training prior (there is
-no pre-trained TF-IDF model), so its ROC-AUC is 0.5 by construction.
+classification head; for TF-IDF (there is no pre-trained TF-IDF model) a constant classifier:
+P(success) = 0.5 for every trial, so all are predicted successes and ROC-AUC is 0.5 by construction.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class ModelSpec:
     def note_for(self, train: str) -> str:
         parts = [self.note] if self.note else []
         if train == "none":
-            parts.append("no fine-tuning: constant classifier predicting the training prior (ROC-AUC 0.5 by construction)"
+            parts.append("no fine-tuning: a constant classifier, P(success) = 0.5 for every trial, so every trial is "
+                         "predicted a success (ROC-AUC 0.5 by construction)"
                          if self.kind == "tfidf" else "no fine-tuning: base encoder with a fresh, untrained classification head")
         return "; ".join(parts)
 
@@ -114,9 +115,11 @@ def _fit_tfidf(split: Any, seed: int, train_mode: str, progress: Callable | None
         if progress:
             progress({"stage": "evaluated", "step": 0, "max_steps": 0, "epoch": 0.0, "loss": None})
         return FitOutput(probs, time.perf_counter() - t0, None, "cpu")
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+    # Unigrams + liblinear: the whole 14-cell x 3-seed protocol in well under a minute on 2 cores
+    # (bigrams cost 4x the time for about the same ROC-AUC on the mirror).
+    vec = TfidfVectorizer(min_df=2, max_features=50_000, sublinear_tf=True)
     x = vec.fit_transform([e.text for e in split.train])
-    clf = LogisticRegression(max_iter=2000, C=4.0, random_state=seed).fit(x, y)
+    clf = LogisticRegression(solver="liblinear", C=2.0, max_iter=1000, random_state=seed).fit(x, y)
     train_s = time.perf_counter() - t0
     probs = clf.predict_proba(vec.transform([e.text for e in split.test]))[:, 1].tolist()
     if progress:

@@ -121,10 +121,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
                 bar = _progress_bar(info.get("max_steps") or 1, f"seed {info['seed']} ({info['seed_index'] + 1}/{info['n_seeds']})")
             if bar is not None:
                 bar.total = max(info.get("max_steps") or 1, 1)
-                bar.n = info.get("step") or 0
                 if info.get("loss") is not None:
                     bar.set_postfix(loss=f"{info['loss']:.4f}", epoch=info.get("epoch"), refresh=False)
-                bar.refresh()
+                bar.update(max(0, (info.get("step") or 0) - bar.n))  # redraws at most once a second
 
         try:
             run_row, per_seed = X.run_cell(ds, args.experiment, train, args.model, args.seeds, ratio=ratio,

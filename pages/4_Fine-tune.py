@@ -1,0 +1,228 @@
+"""Fine-tune: choose an experiment cell, see what the classifier will see (scrubbing, leakage audit),
+launch it as a background process and watch it (progress, cancel, logs)."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core import experiments as X
+from core import finetune, jobs, serialize, ui
+
+st.set_page_config(page_title="Fine-tune", page_icon=":material/model_training:", layout="wide")
+ui.sidebar_store()
+st.title("Fine-tune")
+st.caption("Outcome prediction experiments of the paper (section 4.1): train a classifier on real, synthetic or "
+           "hybrid trials and test it on real ones. Runs are separate processes: they keep going when you leave "
+           "or reload this page.")
+
+state, message = ui.store_state()
+if state != "ready":
+    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
+    st.stop()
+
+db = ui.db_path()
+EXPERIMENT_HELP = {
+    "in-distribution": "validation and test from set A (60/20/20 split)",
+    "ratio": "fixed training size, a share of it synthetic; validation and test from set A",
+    "generalization": "validation and test from set B (other interventions), class-balanced",
+}
+
+
+@st.cache_resource(show_spinner="Reading and scrubbing the labelled trials…", max_entries=4, ttl=600)
+def dataset(db_file: str, version: tuple[int, int], source: str | None, mode: str) -> X.Dataset:
+    return X.load_dataset(db_file, source, mode)
+
+
+@st.cache_data(show_spinner="Leakage audit…", max_entries=8, ttl=600)
+def audit(db_file: str, version: tuple[int, int], source: str | None, mode: str) -> dict:
+    return X.leakage_audit(dataset(db_file, version, source, mode))
+
+
+@st.cache_data(ttl=600)
+def model_info(model: str) -> tuple[str, str]:
+    try:
+        spec = finetune.resolve_model(model)
+    except ValueError as exc:
+        return "", str(exc)
+    return spec.name, spec.note
+
+
+version = ui.store_version(db)
+sources = X.synthetic_sources(db)
+
+# ---------------------------------------------------------------- settings
+with st.container(border=True):
+    st.subheader("Run settings")
+    c1, c2, c3 = st.columns(3)
+    experiment = c1.selectbox("Experiment", X.EXPERIMENTS, key="ft_experiment",
+                              format_func=lambda e: f"{X.SECTION_TITLES[e]} — {EXPERIMENT_HELP[e]}")
+    ratio = None
+    if experiment == "ratio":
+        pct = c2.select_slider("Synthetic share of the training set (%)", options=[100, 80, 60, 40, 20, 0],
+                               value=60, key="ft_ratio")
+        ratio = pct / 100
+        train = X.ratio_train_name(ratio)
+    else:
+        train = c2.selectbox("Training set", X.TRAIN_SETS, index=1, key="ft_train",
+                             format_func=lambda t: X.TRAIN_TITLES[t])
+    source_names = ["(all synthetic trials)"] + [s for s, _ in sources]
+    source = c3.selectbox("Synthetic set", source_names, key="ft_source",
+                          format_func=lambda s: s if s.startswith("(") else f"{s} ({dict(sources)[s]} trials)")
+    source = None if source.startswith("(") else source
+
+    c4, c5, c6, c7 = st.columns([2, 1, 1, 1])
+    model_choice = c4.selectbox(
+        "Model", ["tfidf", "auto", "minilm", "other (path or Hugging Face id)"], key="ft_model",
+        format_func={"tfidf": "TF-IDF + logistic regression (seconds, CPU)",
+                     "auto": "BioBERT if available locally, else all-MiniLM-L6-v2",
+                     "minilm": "all-MiniLM-L6-v2 (bundled)",
+                     "other (path or Hugging Face id)": "Other: a local path or a cached Hugging Face id"}.get)
+    model = model_choice
+    if model_choice.startswith("other"):
+        model = st.text_input("Model path or Hugging Face id", value=finetune.BIOBERT, key="ft_model_other")
+    seeds_text = c5.text_input("Seeds", value="40,41,42", key="ft_seeds")
+    epochs = c6.number_input("Epochs", min_value=1, max_value=50, value=7, key="ft_epochs",
+                             disabled=model == "tfidf")
+    max_length = c7.number_input("Max length (tokens)", min_value=16, max_value=512, value=512, step=16,
+                                 key="ft_max_length", disabled=model == "tfidf")
+    scrub_mode = st.radio("Scrubbing", serialize.MODES, horizontal=True, key="ft_scrub",
+                          format_func={"strict": "strict (default): everything that leaks the outcome",
+                                       "paper": "paper-exact: overall_status, why_stopped, label words in synthetic text"}.get)
+
+    name, note = model_info(model)
+    if name:
+        st.markdown(f"**Model that will run:** `{name}`")
+    if note:
+        (st.error if not name else st.info)(note)
+    if model == "tfidf" and train == "none":
+        st.info("With TF-IDF, “no fine-tuning” is a constant classifier (there is no pre-trained TF-IDF model): "
+                "P(success) = 0.5 for every trial, so all are predicted successes and ROC-AUC is 0.5 by construction.")
+
+    ds = dataset(str(db), version, source, scrub_mode)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Set A (labelled, in-distribution)", f"{len(ds.set_a):,}")
+    m2.metric("Set B (other interventions)", f"{len(ds.set_b):,}")
+    m3.metric("Synthetic trials", f"{len(ds.synthetic):,}")
+    st.caption(f"Set A is defined by {len(ds.interventions)} {ds.interventions_from}.")
+
+    problem = None
+    try:
+        seeds = [int(s) for s in seeds_text.split(",") if s.strip()]
+        if not seeds:
+            raise ValueError
+    except ValueError:
+        seeds, problem = [], f"Seeds: {seeds_text!r} is not a comma-separated list of integers."
+    if not problem:
+        try:
+            X.check_request(ds, experiment, train, ratio)
+        except X.ExperimentError as exc:
+            problem = str(exc)
+    if problem:
+        st.warning(problem)
+    if st.button("Launch run", type="primary", disabled=bool(problem) or not name, key="ft_launch"):
+        argv = ["--experiment", experiment, "--model", model, "--seeds", ",".join(map(str, seeds)),
+                "--epochs", str(int(epochs)), "--max-length", str(int(max_length)), "--scrub-mode", scrub_mode]
+        argv += ["--synthetic-ratio", str(ratio)] if experiment == "ratio" else ["--train", train]
+        if source:
+            argv += ["--synthetic-source", source]
+        run_id = jobs.start(db, argv)
+        st.session_state["ft_selected"] = run_id
+        st.success(f"Started run {run_id}")
+
+# ---------------------------------------------------------------- what the classifier sees
+with st.expander("What the classifier sees: scrubbing and leakage audit", expanded=False):
+    st.markdown("**Removed fields:** " + ", ".join(f"`{f}`" for f in serialize.removed_fields(scrub_mode)))
+    st.markdown("**Removed words** (" + ("all text" if scrub_mode == "strict" else "synthetic text only") + "): "
+                + ", ".join(f"“{w}”" for w in serialize.LEAK_WORDS))
+    result = audit(str(db), version, source, scrub_mode)
+    st.metric("Leakage audit: ROC-AUC of a classifier on ONLY the removed fields", f"{result['roc_auc']:.3f}",
+              help="TF-IDF + logistic regression trained on the removed text alone (60/40 split of the labelled "
+                   "real trials). 0.5 means the removed fields carry no outcome signal; higher means scrubbing "
+                   "them was necessary.")
+    st.caption(f"{result['n_train']:,} training and {result['n_test']:,} test trials.")
+    if ds.set_a:
+        ex = ds.set_a[0]
+        st.markdown(f"Example: scrubbed text of {ex.id} (set A)")
+        st.code(ex.text[:3000], language=None, wrap_lines=True)
+        st.markdown("Removed from it:")
+        st.code(ds.removed.get(ex.id) or "(nothing)", language=None, wrap_lines=True)
+    if ds.synthetic:
+        st.markdown(f"Example: scrubbed synthetic trial {ds.synthetic[0].id}")
+        st.code(ds.synthetic[0].text[:3000], language=None, wrap_lines=True)
+
+
+# ---------------------------------------------------------------- runs
+def _progress_text(j: dict) -> str:
+    p = j.get("progress") or {}
+    if not p:
+        return ""
+    parts = [f"seed {p.get('seed')} ({(p.get('seed_index') or 0) + 1}/{p.get('n_seeds')})"]
+    if p.get("max_steps"):
+        parts.append(f"step {p.get('step')}/{p.get('max_steps')}")
+    if p.get("epoch") is not None:
+        parts.append(f"epoch {p['epoch']:.2f}")
+    if p.get("loss") is not None:
+        parts.append(f"loss {p['loss']:.4f}")
+    return " · ".join(parts)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+def runs_panel() -> None:
+    st.subheader("Runs")
+    jobs.store_pending(db)  # results that could not be written while the store was busy
+    all_jobs = jobs.list_jobs(db)
+    active = any(j.get("status") in jobs.ACTIVE for j in all_jobs)
+    if st.session_state.get("ft_was_active") and not active:
+        st.session_state["ft_was_active"] = False
+        st.rerun()  # a run just ended: stop polling
+    st.session_state["ft_was_active"] = active
+    if not all_jobs:
+        st.caption("No background runs yet for this store.")
+        return
+    table = pd.DataFrame([{
+        "run": j["run_id"], "status": j.get("status"), "progress": _progress_text(j),
+        "model": j.get("model_used") or _arg(j, "--model"), "experiment": _arg(j, "--experiment"),
+        "training": _arg(j, "--train") or (f"{float(_arg(j, '--synthetic-ratio')):.0%} synthetic"
+                                           if _arg(j, "--synthetic-ratio") else ""),
+        "started": _when(j.get("started_at")), "finished": _when(j.get("finished_at")),
+        "duration (s)": round(j["duration_s"], 1) if j.get("duration_s") is not None else None,
+        "stored": bool(j.get("stored")),
+    } for j in all_jobs])
+    st.dataframe(table, hide_index=True, key="ft_runs_table")
+    ids = [j["run_id"] for j in all_jobs]
+    chosen = st.session_state.get("ft_selected")
+    pick = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key="ft_pick")
+    st.session_state["ft_selected"] = pick
+    j = next(x for x in all_jobs if x["run_id"] == pick)
+    p = j.get("progress") or {}
+    if j.get("status") in jobs.ACTIVE:
+        frac = (p.get("step") or 0) / p["max_steps"] if p.get("max_steps") else 0.0
+        seeds_done = (p.get("seed_index") or 0) / max(p.get("n_seeds") or 1, 1)
+        total = min(1.0, seeds_done + frac / max(p.get("n_seeds") or 1, 1))
+        st.progress(total, text=f"{j['status']}: {_progress_text(j) or 'starting…'}")
+        if st.button("Cancel run", key=f"ft_cancel_{pick}"):
+            jobs.cancel(pick)
+            st.rerun(scope="fragment")
+    elif j.get("status") == "done":
+        st.success(f"Run {pick} finished; results are on the Experiments page.")
+    elif j.get("status") == "failed":
+        st.error(f"Run {pick} failed: {j.get('error')}")
+    else:
+        st.info(f"Run {pick}: {j.get('status')}")
+    with st.expander("Log", expanded=j.get("status") == "failed"):
+        st.code(jobs.log_tail(pick) or "(empty)", language=None)
+
+
+def _arg(j: dict, name: str) -> str:
+    argv = j.get("argv") or []
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else ""
+
+
+# Poll every 2 s only while a run is active (launching one reruns the script, which turns polling on).
+_active = any(j.get("status") in jobs.ACTIVE for j in jobs.list_jobs(db))
+st.fragment(run_every=2 if _active else None)(runs_panel)()
