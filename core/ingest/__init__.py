@@ -55,9 +55,12 @@ def _zip_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
 
 # ---- XML: (kind, container, names) tasks so that workers read their own files ----
 
-def _xml_task(task: tuple[str, str, list[str]]) -> list[tuple[str, dict | None, str | None, bool]]:
+def _xml_task(task: tuple[str, str, list[str]]):
+    """Worker: parse one chunk of files -> (Arrow table of good records, [(where, error, hostile)])."""
+    from core.store.trials import records_table
+
     kind, container, names = task
-    out = []
+    results = []
     if kind == "zip":
         with zipfile.ZipFile(container) as zf:
             for name in names:
@@ -65,18 +68,20 @@ def _xml_task(task: tuple[str, str, list[str]]) -> list[tuple[str, dict | None, 
                 try:
                     data = _zip_member(zf, name, where)
                 except BadRecord as exc:
-                    out.append((where, None, str(exc), False))
+                    results.append((where, None, str(exc), False))
                     continue
-                out.extend(xml_ctgov.parse_many([(where, data)]))
+                results.extend(xml_ctgov.parse_many([(where, data)]))
     else:
         for name in names:
             try:
                 data = Path(name).read_bytes()
             except OSError as exc:
-                out.append((name, None, f"{name}: cannot read ({exc})", False))
+                results.append((name, None, f"{name}: cannot read ({exc})", False))
                 continue
-            out.extend(xml_ctgov.parse_many([(name, data)]))
-    return out
+            results.extend(xml_ctgov.parse_many([(name, data)]))
+    # built here, in the worker, so that both cores share the Arrow conversion
+    table = records_table([r for _, r, _, _ in results if r is not None])
+    return table, [(w, e, h) for w, r, e, h in results if r is None], len(names)
 
 
 def _xml_tasks(path: Path) -> tuple[list[tuple[str, str, list[str]]], int]:
@@ -106,45 +111,47 @@ def _pool_context():
 
 
 def _parse_xml_sources(paths: Iterable[Path], progress: Progress | None, workers: int | None = None):
-    records: dict[str, dict] = {}
+    """-> (Arrow table of records, skipped [(container, member, error)], files seen)."""
+    import pyarrow as pa
+
+    from core.store.trials import TRIALS_ARROW_SCHEMA, dedupe_last
+
+    tables: list = []
     errors: list[tuple[str, str, str]] = []
     tasks, total, singles = [], 0, set()
     for p in paths:
         t, n = _xml_tasks(Path(p))
         if t and t[0][0] == "file":
             singles.add(str(p))
-            data = _read(Path(p))
-            if not data.strip():
+            if not _read(Path(p)).strip():
                 raise IngestError(f"{p}: file is empty")
         tasks.extend(t)
         total += n
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     done = 0
 
-    def collect(results):
+    def collect(result):
         nonlocal done
-        for where, rec, err, hostile in results:
-            done += 1
-            if hostile:
+        table, failed, n = result
+        done += n
+        for where, err, hostile in failed:
+            if hostile or where in singles:
                 raise IngestError(err)
-            if err is not None:
-                if where in singles:
-                    raise IngestError(err)
-                container, _, member = where.rpartition(":") if ".zip:" in where else (where, "", "")
-                errors.append((container or where, member or where, err))
-                continue
-            records[rec["nct_id"]] = rec
+            container, sep, member = where.partition(".zip:")
+            errors.append((container + ".zip", member, err) if sep else (where, where, err))
+        tables.append(table)
         if progress:
             progress("xml", done, total)
 
     if workers > 1 and total >= _PARALLEL_MIN:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-            for results in pool.map(_xml_task, tasks):
-                collect(results)
+            for result in pool.map(_xml_task, tasks):
+                collect(result)
     else:
         for task in tasks:
             collect(_xml_task(task))
-    return records, errors, total
+    table = dedupe_last(pa.concat_tables(tables)) if tables else TRIALS_ARROW_SCHEMA.empty_table()
+    return table, errors, total
 
 
 # ---- API v2 JSON ----
@@ -248,17 +255,17 @@ def ingest(
     errors: list[tuple[str, str, str]] = []
 
     # 1. read and parse everything (nothing written yet)
-    full: dict[str, dict] = {}
+    full_tables = []   # XML first, then JSON: a trial given in both takes the JSON record
     xml = [Path(p) for p in xml]
     if xml:
-        recs, errs, n = _parse_xml_sources(xml, progress, workers)
-        full.update(recs)
+        table, errs, n = _parse_xml_sources(xml, progress, workers)
+        full_tables.append(table)
         errors += errs
-        summary["xml"] = {"files": n, "records": len(recs), "skipped": len(errs)}
+        summary["xml"] = {"files": n, "records": table.num_rows, "skipped": len(errs)}
     ctgov_json = [Path(p) for p in ctgov_json]
     if ctgov_json:
         recs, errs, n = _parse_json_sources(ctgov_json, progress)
-        full.update(recs)
+        full_tables.append(store.records_table(list(recs.values())))
         errors += errs
         summary["ctgov_json"] = {"files": n, "records": len(recs), "skipped": len(errs)}
     top_result = top_mod.TopResult()
@@ -303,7 +310,8 @@ def ingest(
     with connect(db_path) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            store.upsert_full_records(con, list(full.values()))
+            for table in full_tables:
+                store.upsert_full_records(con, table)
             store.upsert_top_records(con, list(top_result.records.values()))
             store.upsert_labels(con, label_rows)
             if db_rows is not None:

@@ -30,3 +30,23 @@ def clean(text: str | None) -> str | None:
         return None
     text = text.strip()
     return text or None
+
+
+def dedent_block(raw: str | None) -> str | None:
+    """A text block as the registry writes it (XML <textblock>, TOP criteria): keep the line
+    structure, drop the common indentation, trailing spaces and carriage returns."""
+    if raw is None:
+        return None
+    lines = [ln.rstrip() for ln in raw.replace("\r", "").strip("\n").split("\n")]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        return None
+    first = lines[0].strip()
+    indents = [len(ln) - len(ln.lstrip()) for ln in lines[1:] if ln.strip()]
+    cut = min(indents) if indents else 0
+    head_indent = len(lines[0]) - len(lines[0].lstrip())
+    # when the first line is indented like the rest (TOP criteria), dedent it with them
+    if head_indent and head_indent <= cut:
+        cut = head_indent
+    return "\n".join([first] + [ln[cut:] for ln in lines[1:]]).strip() or None

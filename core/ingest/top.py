@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.ingest.common import IngestError, clean, decode_utf8
+from core.ingest.common import IngestError, clean, decode_utf8, dedent_block
 from core.record import empty_record
 
 REQUIRED = ["nctid", "status", "why_stop", "label", "phase", "diseases", "drugs", "criteria"]
@@ -50,7 +50,10 @@ def _status(value: str) -> str | None:
 
 def _phase(value: str) -> str | None:
     value = clean(value)
-    return re.sub(r"\bphase\b", "Phase", value) if value else None
+    if not value:
+        return None
+    value = re.sub(r"\bphase\b", "Phase", value)  # 'phase 1/phase 2' -> 'Phase 1/Phase 2'
+    return value[0].upper() + value[1:]              # 'early Phase 1' -> 'Early Phase 1
 
 
 def outcome_text(status: str | None, why_stop: str | None) -> str | None:
@@ -77,7 +80,7 @@ def map_row(row: dict[str, str], raw: str, display: str) -> tuple[dict[str, Any]
     drugs = list(dict.fromkeys(_literal_list(row.get("drugs"), "drugs", nct)))  # repeated per arm in TOP
     rec["interventions"] = [{"type": "Drug", "name": d, "description": None, "other_names": []} for d in drugs]
     crit = row.get("criteria") or ""
-    rec["eligibility_criteria"] = crit.strip() or None
+    rec["eligibility_criteria"] = dedent_block(crit)
     rec["sources"] = ["top"]
     rec["source"] = "top"
     rec["raw_format"] = "csv"

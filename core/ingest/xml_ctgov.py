@@ -12,11 +12,10 @@ from typing import Any
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from core.ingest.common import BadRecord, HostileInput, clean
+from core.ingest.common import BadRecord, HostileInput, clean, dedent_block
 from core.record import empty_record
 
 _NCT = re.compile(r"NCT\d{8}")
-_TEXT_WS = re.compile(r"[ \t]*\r?\n[ \t]*")
 
 
 def _text(node: ET.Element | None, path: str) -> str | None:
@@ -29,16 +28,11 @@ def _text(node: ET.Element | None, path: str) -> str | None:
 
 
 def _block(node: ET.Element | None, path: str) -> str | None:
-    """A <textblock>: keep line structure, drop the XML indentation and stray carriage returns."""
-    raw = _text(node, path)
-    if raw is None:
+    """A <textblock>: keep line structure, drop the XML indentation and carriage returns."""
+    if node is None:
         return None
-    lines = [ln.rstrip() for ln in raw.replace("\r", "").split("\n")]
-    # remove the common indentation so bullet structure survives
-    indents = [len(ln) - len(ln.lstrip()) for ln in lines[1:] if ln.strip()]
-    cut = min(indents) if indents else 0
-    out = [lines[0].strip()] + [ln[cut:] for ln in lines[1:]]
-    return "\n".join(out).strip() or None
+    el = node.find(path)
+    return None if el is None else dedent_block("".join(el.itertext()))
 
 
 def _date(root: ET.Element, tag: str) -> tuple[str | None, str | None]:

@@ -197,20 +197,36 @@ _STORED_COLS = ", ".join(STORED_FIELDS)
 FULL_SOURCES = ("ctgov_xml", "ctgov_json")
 
 
-def _stage(con: duckdb.DuckDBPyConnection, name: str, records: list[dict]) -> None:
-    """Load records into a temp table through Arrow (one bulk copy, no per-row statements)."""
-    table = pa.Table.from_pylist(records, schema=TRIALS_ARROW_SCHEMA)
+def records_table(records: list[dict]) -> pa.Table:
+    """Canonical records (plus sources/raw fields) -> an Arrow table shaped like `trials`."""
+    return pa.Table.from_pylist(records, schema=TRIALS_ARROW_SCHEMA)
+
+
+def dedupe_last(table: pa.Table) -> pa.Table:
+    """Keep the last row of each nct_id (a later file of the same command wins)."""
+    ids = table.column("nct_id").to_pylist()
+    if len(set(ids)) == len(ids):
+        return table
+    last = {nct: i for i, nct in enumerate(ids)}
+    return table.take(sorted(last.values()))
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, table: pa.Table, merged_select: str) -> int:
+    """Rows of `table` (registered as s) whose nct_id is already stored are merged with the stored
+    row (t) by `merged_select` and replaced; new ones are inserted straight from Arrow."""
+    table = dedupe_last(table)
     con.register("_arrow_stage", table)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {_STORED_COLS} FROM _arrow_stage")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _merged AS SELECT {merged_select} "
+                    "FROM _arrow_stage s JOIN trials t USING (nct_id)")
+        con.execute("DELETE FROM trials WHERE nct_id IN (SELECT nct_id FROM _merged)")
+        con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM _merged")
+        con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM _arrow_stage "
+                    "WHERE nct_id NOT IN (SELECT nct_id FROM _merged)")
+        con.execute("DROP TABLE _merged")
     finally:
         con.unregister("_arrow_stage")
-
-
-def _replace_rows(con: duckdb.DuckDBPyConnection, merged: str) -> None:
-    con.execute(f"DELETE FROM trials WHERE nct_id IN (SELECT nct_id FROM {merged})")
-    con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM {merged}")
-    con.execute(f"DROP TABLE {merged}")
+    return table.num_rows
 
 
 def _union_sql(old: str, new: str) -> str:
@@ -219,15 +235,15 @@ def _union_sql(old: str, new: str) -> str:
             f"list_filter(coalesce({new}, []::VARCHAR[]), lambda x: NOT list_contains(coalesce({old}, []::VARCHAR[]), x)))")
 
 
-def upsert_full_records(con: duckdb.DuckDBPyConnection, records: list[dict]) -> int:
+def upsert_full_records(con: duckdb.DuckDBPyConnection, records: list[dict] | pa.Table) -> int:
     """Insert or replace full ClinicalTrials.gov records (XML or API v2 JSON), by nct_id.
 
     A trial already known from TOP keeps its TOP provenance (sources, top_files) and, where the
     full record has no eligibility criteria, the TOP criteria.
     """
-    if not records:
+    table = records if isinstance(records, pa.Table) else records_table(records)
+    if table.num_rows == 0:
         return 0
-    _stage(con, "_stage_full", records)
     select = ", ".join(
         f"{_union_sql('t.sources', 's.sources')} AS sources" if c == "sources"
         else "t.top_files AS top_files" if c == "top_files"
@@ -236,35 +252,27 @@ def upsert_full_records(con: duckdb.DuckDBPyConnection, records: list[dict]) -> 
         else f"s.{c}"
         for c in STORED_FIELDS
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _merged AS SELECT {select} "
-                "FROM _stage_full s LEFT JOIN trials t USING (nct_id)")
-    _replace_rows(con, "_merged")
-    con.execute("DROP TABLE _stage_full")
-    return len(records)
+    return _upsert(con, table, select)
 
 
-def upsert_top_records(con: duckdb.DuckDBPyConnection, records: list[dict]) -> int:
+def upsert_top_records(con: duckdb.DuckDBPyConnection, records: list[dict] | pa.Table) -> int:
     """Insert or update TOP rows. Where the trial has a full record, only provenance and (when the
     record has none) the eligibility criteria are taken from TOP; otherwise the TOP row replaces the
     previous TOP-only row, keeping the union of TOP files."""
-    if not records:
+    table = records if isinstance(records, pa.Table) else records_table(records)
+    if table.num_rows == 0:
         return 0
-    _stage(con, "_stage_top", records)
     full = "list_has_any(t.sources, ['ctgov_xml', 'ctgov_json'])"
     select = ", ".join(
         f"{_union_sql('t.sources', 's.sources')} AS sources" if c == "sources"
         else f"{_union_sql('t.top_files', 's.top_files')} AS top_files" if c == "top_files"
         else f"CASE WHEN {full} THEN coalesce(t.eligibility_criteria, s.eligibility_criteria) "
              "ELSE s.eligibility_criteria END AS eligibility_criteria" if c == "eligibility_criteria"
-        else f"CASE WHEN coalesce({full}, false) THEN t.{c} ELSE s.{c} END AS {c}" if c != "nct_id"
+        else f"CASE WHEN {full} THEN t.{c} ELSE s.{c} END AS {c}" if c != "nct_id"
         else "s.nct_id"
         for c in STORED_FIELDS
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _merged AS SELECT {select} "
-                "FROM _stage_top s LEFT JOIN trials t USING (nct_id)")
-    _replace_rows(con, "_merged")
-    con.execute("DROP TABLE _stage_top")
-    return len(records)
+    return _upsert(con, table, select)
 
 
 def upsert_labels(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> int:
