@@ -130,12 +130,9 @@ class Batch:
         if not self.log_buffer:
             return
         entries, self.log_buffer[:] = list(self.log_buffer), []
-        try:
-            from core.store.llmlog import log_call
-        except ImportError:
-            return
-        for e in entries:
-            log_call(con, e)
+        from core.store.llmlog import log_calls
+
+        log_calls(con, entries)
 
     # -- one item
     async def item(self, index: int) -> str:

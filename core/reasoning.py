@@ -51,9 +51,31 @@ def _clean(reason: str) -> str:
     return text
 
 
+_BULLET = re.compile(r"^\s*(?:[-*•]|\(?\d+(?:\.\d+)*[.)]?)\s*")
+
+
+def _lines_as_reasons(text: str) -> list[str]:
+    """Base-model fallback: the first 5 substantial lines, list markers ("1.2.", "-", "*") removed."""
+    lines = [_clean(_BULLET.sub("", line)) for line in text.splitlines()]
+    lines = [line for line in lines if len(line) >= 15]
+    if len(lines) < N_REASONS:
+        raise FormatError(f"found {len(lines)} reason lines of {N_REASONS}")
+    return lines[:N_REASONS]
+
+
 def parse_reasons(text: str, strict: bool = True) -> list[str]:
-    """Exactly 5 numbered reasons "1. ... 5. ...". `strict`: a sixth numbered item is an error
-    (chat models were told 5); otherwise text after the fifth reason's paragraph is ignored."""
+    """Exactly 5 numbered reasons "1. ... 5. ...". `strict` (chat models, told the format): a sixth
+    numbered item is an error. Not strict (base models continuing a document): text after the fifth
+    reason's paragraph is ignored, and when the numbering is off the first 5 substantial lines count."""
+    try:
+        return _parse_numbered(text, strict)
+    except FormatError:
+        if strict:
+            raise
+        return _lines_as_reasons(text)
+
+
+def _parse_numbered(text: str, strict: bool) -> list[str]:
     positions = []
     pos = 0
     for k in range(1, N_REASONS + 1):
