@@ -14,10 +14,19 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--migrate", action="store_true", help="open for writing, upgrading an older store first")
 
 
-def collect(db) -> dict:
-    from core.store import connect
+def collect(db, migrate: bool = False) -> dict:
+    """Read-only where possible (other processes may read at the same time); an older store is
+    opened for writing once, which migrates it."""
+    from core.store import SchemaError, connect
     from core.store.trials import store_stats
 
+    if not migrate:
+        try:
+            with connect(db, read_only=True) as con:
+                return store_stats(con)
+        except SchemaError as exc:
+            if "newer version" in str(exc):
+                raise
     with connect(db, read_only=False) as con:
         return store_stats(con)
 
@@ -34,7 +43,7 @@ def _readable(s: dict) -> str:
         f"intervention matches:   {s['intervention_matches']['interventions']:,} interventions in "
         f"{s['intervention_matches']['trials']:,} trials, {s['intervention_matches']['drugs']:,} drugs",
         f"eligible interventions: {s['eligible_interventions']:,} (>= 3 success and >= 3 failure trials; "
-        f"first drug only: {s['eligible_interventions_first_drug']:,})",
+        f"first drug only: {s['eligible_interventions_first_drug']:,} in {s['eligible_first_drug_trials']:,} trials)",
         f"synthetic trials:       {s['synthetic']:,} (generation failures: {s['generation_failures']:,})",
         f"ingest errors:          {s['ingest_errors']:,}",
     ]
@@ -49,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {db}: no store here yet (run `python -m core sample-data --db {db}`)", file=sys.stderr)
         return 2
     try:
-        stats = collect(db)
+        stats = collect(db, migrate=args.migrate)
     except (SchemaError, StoreLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

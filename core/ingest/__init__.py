@@ -161,16 +161,16 @@ def _parse_json_sources(paths: Iterable[Path], progress: Progress | None):
     errors: list[tuple[str, str, str]] = []
     files = 0
 
-    def one(text: str, where: str, container: str, bulk: bool):
+    def one(text: str, where: str, container: str, bulk: bool, member: str | None = None):
         try:
             recs, errs = json_ctgov.parse_json_text(text, where)
         except BadRecord as exc:
             if not bulk:
                 raise IngestError(str(exc)) from None
-            errors.append((container, where, str(exc)))
+            errors.append((container, member or where, str(exc)))
             return
         for w, e in errs:
-            errors.append((container, w, e))
+            errors.append((container, w if member is None else member + w[len(where):], e))
         for r in recs:
             records[r["nct_id"]] = r
 
@@ -203,7 +203,7 @@ def _parse_json_sources(paths: Iterable[Path], progress: Progress | None):
                     except (BadRecord, IngestError) as exc:
                         errors.append((str(p), name, str(exc)))
                         continue
-                    one(text, where, str(p), True)
+                    one(text, where, str(p), True, name)
                     if progress and i % 200 == 0:
                         progress("json", i, len(names))
             files += len(names)

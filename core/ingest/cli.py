@@ -36,7 +36,8 @@ class _Bars:
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = self._tqdm(total=total, desc=stage, unit="rec" if stage == "xml" else "step",
-                                                leave=False, file=sys.stderr, mininterval=0.5)
+                                                leave=False, file=sys.stderr, mininterval=0.5,
+                                                disable=None)  # no bars when stderr is not a terminal
         bar.total = total
         bar.n = done
         bar.refresh()

@@ -404,8 +404,11 @@ def store_stats(con: duckdb.DuckDBPyConnection, preference: list[str] | None = N
     out["drugbank_drugs"] = one("SELECT count(*) FROM drugbank")[0]
     elig = f"SELECT count(*), coalesce(sum(successes + failures), 0) FROM ({eligible_interventions_sql(False, preference)})"
     out["eligible_interventions"], out["eligible_intervention_trial_labels"] = one(elig)
-    out["eligible_interventions_first_drug"] = one(
-        f"SELECT count(*) FROM ({eligible_interventions_sql(True, preference)})")[0]
+    first = eligible_interventions_sql(True, preference)
+    out["eligible_interventions_first_drug"], out["eligible_first_drug_trials"] = one(
+        f"""SELECT (SELECT count(*) FROM ({first})),
+                   (SELECT count(DISTINCT m.nct_id) FROM intervention_matches m JOIN ({eff}) l USING (nct_id)
+                    WHERE m.position = 0 AND m.drugbank_id IN (SELECT drugbank_id FROM ({first})))""")
     out["synthetic"] = one("SELECT count(*) FROM synthetic_trials")[0]
     out["generation_failures"] = one("SELECT count(*) FROM generation_failures")[0]
     src = one(
