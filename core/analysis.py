@@ -294,9 +294,8 @@ def quality_metrics(c: Corpus, params: AnalysisParams, progress: StageProgress |
     step = (lambda s, f: progress(s, f)) if progress else (lambda s, f: None)
     step("Cosine similarities of sampled pairs", 0.0)
     sims = histogram_values(c, params)
-    bins = np.linspace(-0.2, 1.0, 61)
-    cosine = {k: {**summary(v), "hist": np.histogram(np.clip(v, -0.2, 1.0), bins)[0].tolist()}
-              for k, v in sims.items()}
+    # The sampled similarities themselves (4 decimals) are kept, so the page draws real histograms.
+    cosine = {k: {**summary(v), "values": np.round(v.astype(np.float64), 4).tolist()} for k, v in sims.items()}
     step("Detection classifier (cross-validated)", 0.3)
     auc = detection_auc(c.real_emb, c.synth_emb, seed=params.seed, folds=params.cv_folds,
                         copy_threshold=params.copy_threshold)
@@ -315,7 +314,6 @@ def quality_metrics(c: Corpus, params: AnalysisParams, progress: StageProgress |
         "n_real": len(c.real), "n_synthetic": len(c.synth),
         "interventions": c.interventions,
         "cosine": cosine,
-        "histogram_bins": bins.tolist(),
         "detection_auc": auc,
         "nearest_real_distance": summary(d),
         "real_nearest_real_distance": summary(real_d),  # reference: how close real trials are to each other
@@ -455,3 +453,194 @@ def cli_summary(quality: dict[str, Any]) -> dict[str, Any]:
         "intervention_match_rate": quality["intervention_match_rate"],
         "leakage_rate": quality["leakage_rate"],
     }
+
+
+# ---------------- background runs (the Embeddings page) ----------------
+
+def job_dir(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str], each_set: bool) -> "Path":
+    """data/runs/analysis-<hash>: one folder per (store, parameters), so a rerun of the page finds
+    the job it started."""
+    from pathlib import Path
+
+    from core import config
+
+    body = json.dumps({"db": str(Path(db).resolve()), "p": asdict(params), "proj": sorted(projections),
+                       "each": each_set}, sort_keys=True)
+    return config.RUNS_DIR / f"analysis-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a finished child not yet reaped is a zombie: not running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def job_state(folder: "Path") -> dict[str, Any] | None:
+    """The job's last progress ({state, stage, fraction, message}); state 'died' when its process
+    is gone without saying done."""
+    p = folder / "progress.json"
+    try:
+        state = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("state") == "running" and not _alive(int(state.get("pid", 0))):
+        log = folder / "log.txt"
+        tail = log.read_text()[-1500:] if log.exists() else ""
+        state = {**state, "state": "died", "message": f"the analysis process ended unexpectedly\n{tail}"}
+    return state
+
+
+def start_job(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str] = (),
+              each_set: bool = False, recompute: bool = False) -> "Path":
+    """Run `python -m core analyze` for these parameters in its own process (the page never waits
+    on it; it reads progress.json). Returns the job folder. A job already running is not started twice."""
+    import subprocess
+    import sys
+
+    from core import config
+
+    folder = job_dir(db, params, projections, each_set)
+    state = job_state(folder)
+    if state and state.get("state") == "running":
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "core", "analyze", "--db", str(db), "--pairs", str(params.pairs),
+            "--seed", str(params.seed), "--encoder", params.encoder, "--real", params.real_scope,
+            "--max-real", str(params.max_real), "--max-synthetic", str(params.max_synthetic),
+            "--copy-threshold", str(params.copy_threshold), "--progress-file", str(folder / "progress.json")]
+    if params.synthetic_source is not None:
+        args += ["--synthetic-source", params.synthetic_source]
+    for m in projections:
+        args += ["--projection", m]
+    if each_set:
+        args.append("--each-set")
+    if recompute:
+        args.append("--recompute")
+    (folder / "progress.json").write_text(json.dumps(
+        {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": os.getpid(),
+         "updated": time.time()}))
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.Popen(args, cwd=config.PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    (folder / "progress.json").write_text(json.dumps(
+        {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": proc.pid,
+         "updated": time.time()}))
+    return folder
+
+
+def stored(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str] = ()) -> dict[str, Any]:
+    """What the store holds for these parameters: {"quality": ... or None, "projections": {m: ...}}."""
+    from core.store import analysis as store
+    from core.store import connect
+
+    with connect(db, read_only=True, wait_s=10) as con:
+        q = store.get_result(con, params.key("quality"))
+        proj = {m: store.get_result(con, params.key("projection", method=m)) for m in projections}
+    return {"quality": q["result"] if q else None,
+            "quality_row": {k: v for k, v in (q or {}).items() if k != "result"} or None,
+            "projections": {m: r["result"] for m, r in proj.items() if r}}
+
+
+# ---------------- figures (plotly) ----------------
+
+PAIR_COLORS = {"real-real": "#1f77b4", "synthetic-synthetic": "#ff7f0e", "real-synthetic": "#2ca02c"}
+
+
+def histogram_figure(quality: dict[str, Any]):
+    """Overlaid histograms of the sampled cosine similarities, mean and sd in the legend."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, stats in quality["cosine"].items():
+        if not stats.get("n"):
+            continue
+        fig.add_trace(go.Histogram(
+            x=stats["values"], name=f"{name} (mean {stats['mean']:.3f}, sd {stats['sd']:.3f})",
+            xbins=dict(start=-0.2, end=1.0, size=0.02), opacity=0.55, marker_color=PAIR_COLORS.get(name)))
+        fig.add_vline(x=stats["mean"], line_dash="dash", line_color=PAIR_COLORS.get(name))
+    fig.update_layout(barmode="overlay", xaxis_title="cosine similarity", yaxis_title="pairs",
+                      legend=dict(orientation="h", y=1.12), margin=dict(t=40, b=10))
+    return fig
+
+
+COLOR_BY = {"Real vs synthetic": "kind", "Label": "label", "Intervention": "intervention",
+            "Synthetic source": "source", "Validation status": "validation_status"}
+
+
+def scatter_figure(points: list[dict[str, Any]], color_by: str = "kind", title: str = ""):
+    """Interactive map: one trace per colour value; real trials are circles, synthetic ones diamonds.
+    Hover shows the NCT id, title and intervention; customdata carries the point's id for selection."""
+    import plotly.graph_objects as go
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault(str(p.get(color_by) or "unknown"), []).append(p)
+    fig = go.Figure()
+    for value, pts in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        # WebGL only where SVG gets slow: SVG works everywhere (also without a GPU).
+        trace = go.Scattergl if len(points) > 3000 else go.Scatter
+        fig.add_trace(trace(
+            x=[p["x"] for p in pts], y=[p["y"] for p in pts], mode="markers", name=f"{value} ({len(pts)})",
+            marker=dict(size=7, opacity=0.8,
+                        symbol=["circle" if p["kind"] == "real" else "diamond" for p in pts]),
+            customdata=[[p["id"], p["nct_id"] or "-", (p["title"] or "")[:90], p["intervention"] or "-",
+                         p["kind"], p["label"]] for p in pts],
+            hovertemplate=("<b>%{customdata[1]}</b> (%{customdata[4]})<br>%{customdata[2]}<br>"
+                           "Intervention: %{customdata[3]}<br>Label: %{customdata[5]}<extra></extra>"),
+        ))
+    fig.update_layout(title=title, legend_title_text=color_by.replace("_", " "), height=620,
+                      dragmode="lasso", margin=dict(t=40 if title else 10, b=10),
+                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""))
+    return fig
+
+
+def quality_table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows = metrics, one column per synthetic set (side by side)."""
+    def f(v, digits=3):
+        return None if v is None else round(float(v), digits)
+
+    rows = [
+        ("Real trials compared", lambda q: q["n_real"]),
+        ("Synthetic trials", lambda q: q["n_synthetic"]),
+        ("Detection AUC (0.5 = indistinguishable)", lambda q: f(q["detection_auc"])),
+        ("Cosine real-real mean", lambda q: f(q["cosine"]["real-real"]["mean"])),
+        ("Cosine synthetic-synthetic mean", lambda q: f(q["cosine"]["synthetic-synthetic"]["mean"])),
+        ("Cosine real-synthetic mean", lambda q: f(q["cosine"]["real-synthetic"]["mean"])),
+        ("Distance to closest real: median", lambda q: f(q["nearest_real_distance"]["median"])),
+        ("Distance to closest real: min", lambda q: f(q["nearest_real_distance"]["min"])),
+        ("Real to closest other real: median", lambda q: f(q["real_nearest_real_distance"]["median"])),
+        ("Near copies", lambda q: q["near_copies"]),
+        ("Diversity: mean pairwise cosine (synthetic)", lambda q: f(q["diversity"]["synthetic_mean_pairwise_cosine"])),
+        ("Diversity: distinct-1 (synthetic)", lambda q: f(q["diversity"]["synthetic_distinct_1"])),
+        ("Diversity: distinct-2 (synthetic)", lambda q: f(q["diversity"]["synthetic_distinct_2"])),
+        ("Diversity: distinct-2 (real)", lambda q: f(q["diversity"]["real_distinct_2"])),
+        ("Intervention match rate", lambda q: f(q["intervention_match_rate"])),
+        ("Leakage rate", lambda q: f(q["leakage_rate"])),
+    ]
+    return [{"metric": name, **{src: fn(q) for src, q in results.items()}} for name, fn in rows]
+
+
+def synthetic_sets(db: str | os.PathLike) -> list[tuple[str, int]]:
+    """(source, count) of every synthetic set in the store."""
+    from core.store import analysis as store
+    from core.store import connect
+
+    with connect(db, read_only=True, wait_s=10) as con:
+        return store.synthetic_sources(con)
+
+
+def records_for(db: str | os.PathLike, real_ids: Sequence[str], synthetic_ids: Sequence[str]
+                ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Real records by NCT id and synthetic rows by id (what a selection on the map shows)."""
+    from core.store import analysis as store
+    from core.store import connect
+    from core.store.trials import get_records
+
+    with connect(db, read_only=True, wait_s=10) as con:
+        return get_records(con, list(real_ids)), store.synthetic_by_ids(con, list(synthetic_ids))

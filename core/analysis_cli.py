@@ -8,6 +8,7 @@ sides, and a real-only report would look like a result.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -32,6 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--projection", action="append", choices=PROJECTIONS, default=[],
                         help="also compute and store a projection (repeatable): tsne, umap")
     parser.add_argument("--recompute", action="store_true", help="ignore a stored result with the same parameters")
+    parser.add_argument("--each-set", action="store_true",
+                        help="analyse every synthetic set separately, one after another (for side-by-side metrics)")
+    # For the Embeddings page's background runs: live progress as JSON in this file.
+    parser.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)
+
+
+def write_progress(path: str | None, **state) -> None:
+    """Replace the progress file atomically (the page reads it while this process writes)."""
+    if not path:
+        return
+    import os
+    import time
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**state, "pid": os.getpid(), "updated": time.time()}))
+    os.replace(tmp, p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +68,27 @@ def run(args: argparse.Namespace) -> int:
             copy_threshold=args.copy_threshold)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        write_progress(args.progress_file, state="error", stage="", fraction=0.0, message=str(exc))
         return 2
+    sources: list[str | None] = [args.synthetic_source]
+    if args.each_set:
+        from core.store import analysis as store
+        from core.store import connect
+
+        with connect(db) as con:
+            sources = [s for s, _ in store.synthetic_sources(con)] or [None]
+    code = 0
+    for k, source in enumerate(sources):
+        p = params if source == params.synthetic_source else dataclasses.replace(params, synthetic_source=source)
+        label = f"[{k + 1}/{len(sources)}: {source}] " if len(sources) > 1 else ""
+        code = max(code, _run_one(args, db, p, label))
+    if code == 0:
+        write_progress(args.progress_file, state="done", stage="Done", fraction=1.0, message="")
+    return code
+
+
+def _run_one(args: argparse.Namespace, db, params, label: str) -> int:
+    from core import analysis
 
     from tqdm import tqdm
 
@@ -58,16 +98,23 @@ def run(args: argparse.Namespace) -> int:
     def progress(stage: str, frac: float) -> None:
         if stage != state["stage"]:
             state["stage"] = stage
-            bar.set_description_str(stage[:60])
+            bar.set_description_str((label + stage)[:70])
         bar.n = int(round(frac * 100))
         bar.refresh()
+        write_progress(args.progress_file, state="running", stage=label + stage, fraction=frac, message="")
 
     try:
         out = analysis.run(db, params, projections=args.projection, recompute=args.recompute, progress=progress)
     except analysis.AnalysisError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
+        write_progress(args.progress_file, state="error", stage=label, fraction=0.0, message=str(exc))
         return 2
+    except Exception as exc:  # the page shows it; the traceback goes to the job's log
+        bar.close()
+        write_progress(args.progress_file, state="error", stage=label, fraction=0.0,
+                       message=f"{type(exc).__name__}: {exc}")
+        raise
     bar.close()
     q = out["quality"]
     summary = analysis.cli_summary(q)

@@ -174,6 +174,24 @@ def synthetic_for_analysis(con: duckdb.DuckDBPyConnection, source: str | None = 
     return out
 
 
+def synthetic_by_ids(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Synthetic trials by id (for the record a user selects on the map)."""
+    if not ids:
+        return {}
+    cur = con.execute(
+        """SELECT id, source, record, intended_intervention, intended_label, validation, validation_status,
+                  example_nct_ids FROM synthetic_trials WHERE id IN (SELECT unnest(?))""", [list(ids)])
+    cols = [d[0] for d in cur.description]
+    out = {}
+    for row in cur.fetchall():
+        d = dict(zip(cols, row))
+        for k in ("record", "validation"):
+            if isinstance(d[k], str):
+                d[k] = json.loads(d[k])
+        out[d["id"]] = d
+    return out
+
+
 def _label_sql() -> str:
     from core.store.trials import effective_label_sql
 

@@ -1,0 +1,74 @@
+"""Embeddings page in a real browser: compute in the background, then the histogram, the map with
+its hover data, the quality table and a selected point's record."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import wait_for_app
+from test_analysis_store import FIXTURE_SOURCE, build_store
+
+pytestmark = pytest.mark.browser
+
+PLOT_DATA = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+    visible: el.getBoundingClientRect().width > 0,
+    traces: (el.data || []).map(t => ({type: t.type, name: t.name, n: (t.x || []).length,
+                                       hovertemplate: t.hovertemplate || '', customdata: t.customdata || []}))}))"""
+
+
+def plots(page) -> list[dict]:
+    return page.evaluate(PLOT_DATA)
+
+
+def test_compute_then_histogram_map_hover_and_quality(tmp_path, streamlit_server, page):
+    db = build_store(tmp_path / "ui.duckdb", n_real=24, synthetic="dermatology", n_synth=18)
+    server = streamlit_server(db)
+    page.goto(server.url + "/Embeddings")
+    wait_for_app(page)
+    page.get_by_text("Nothing computed yet for these parameters").wait_for()
+    page.get_by_role("button", name="Compute").click()
+    # computed in a background process; the page polls its progress and shows the result when done
+    page.get_by_role("tab", name="Cosine similarity").wait_for(timeout=180_000)
+    wait_for_app(page)
+
+    page.get_by_text("24 real and 18 synthetic trials").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0")
+    hist = [p for p in plots(page) if p["traces"] and p["traces"][0]["type"] == "histogram"]
+    assert hist, "no histogram drawn"
+    names = [t["name"] for t in hist[0]["traces"]]
+    assert [n.split(" (")[0] for n in names] == ["real-real", "synthetic-synthetic", "real-synthetic"]
+    assert all(re.search(r"mean -?\d\.\d{3}, sd \d\.\d{3}", n) for n in names)
+    assert all(t["n"] == 10_000 for t in hist[0]["traces"])
+
+    page.get_by_role("tab", name="Map (t-SNE / UMAP)").click()
+    page.get_by_text("Circles: real trials; diamonds: synthetic").wait_for()
+    page.wait_for_function(PLOT_DATA.replace("=> Array", "=> (Array") .replace(
+        "}))}))", "}))})).some(p => p.visible && p.traces.some(t => t.type === 'scatter')))"))
+    scatter = [p for p in plots(page) if p["visible"] and any(t["type"] == "scatter" for t in p["traces"])][0]
+    assert sum(t["n"] for t in scatter["traces"]) == 42  # 24 real + 18 synthetic points
+    assert {t["name"].split(" (")[0] for t in scatter["traces"]} == {"real", "synthetic"}
+    hover = scatter["traces"][0]["hovertemplate"]
+    assert "customdata[1]" in hover and "Intervention" in hover
+    custom = [row for t in scatter["traces"] for row in t["customdata"]]
+    real_rows = [r for r in custom if r[4] == "real"]
+    assert {r[1] for r in real_rows} == {f"NCT9{i:07d}" for i in range(24)}  # NCT ids in the hover data
+    assert all("Paclitaxel" in r[2] and r[3] == "Paclitaxel" for r in real_rows)  # title and intervention
+    # hovering a point shows its NCT id
+    box = page.locator(".js-plotly-plot .scatterlayer .point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.locator(".hoverlayer .hovertext").first.wait_for()
+    hovered = page.locator(".hoverlayer .hovertext").first.text_content()
+    assert re.search(r"NCT9\d{7} \(real\)|synthetic\)", hovered) and "Intervention:" in hovered
+
+    # clicking the point shows its record below the map
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("Text embedded (scrubbed serialization)").wait_for()
+    heading = page.get_by_role("heading", name=re.compile(r"(Real|Synthetic) trial ")).inner_text()
+    assert re.search(r"Real trial NCT9\d{7}|Synthetic trial " + re.escape(FIXTURE_SOURCE), heading)
+
+    page.get_by_role("tab", name="Quality metrics").click()
+    table = page.locator('[data-testid="stDataFrame"]').filter(has_text="Detection AUC")
+    table.wait_for()
+    text = table.inner_text()
+    assert "All sets together" in text and "Near copies" in text and "Leakage rate" in text
