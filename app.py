@@ -13,6 +13,15 @@ st.title("Synthetic clinical trial workbench")
 st.caption("Real labelled clinical trials (ClinicalTrials.gov, TOP, IQVIA labels, DrugBank) and the synthetic "
            "trials generated from them.")
 
+# The importer's progress stages, as a person reads them.
+STAGES = {
+    "xml": "Reading ClinicalTrials.gov XML records",
+    "json": "Reading ClinicalTrials.gov API v2 JSON records",
+    "top": "Reading the TOP benchmark files",
+    "iqvia": "Mapping the IQVIA outcome labels",
+    "drugbank": "Reading the DrugBank vocabulary",
+    "store": "Writing the store and matching interventions to DrugBank",
+}
 LABEL_COLORS = {"success": "#2e7d32", "failure": "#c62828", "unlabelled": "#9e9e9e"}
 
 
@@ -34,14 +43,18 @@ def first_run(state: str, message: str) -> None:
 
         with st.status("Loading the sample data…", expanded=True) as status:
             bar = st.progress(0.0, text="starting")
-            seen: list[str] = []
+            last: dict = {"stage": None, "pct": -1}
 
             def progress(stage: str, done: int, total: int) -> None:
-                if not seen or seen[-1] != stage:
-                    seen.append(stage)
-                    st.write(f"{stage}…")
-                frac = min(done / total, 1.0) if total else 0.0
-                bar.progress(frac, text=f"{stage}: {done:,} of {total:,}" if total else stage)
+                name = STAGES.get(stage, stage)
+                pct = int(100 * min(done / total, 1.0)) if total else 0
+                if stage != last["stage"]:
+                    last["stage"] = stage
+                    st.write(f"{name}…")
+                elif pct == last["pct"]:
+                    return  # one update per percent: the importer reports every record
+                last["pct"] = pct
+                bar.progress(pct / 100, text=f"{name}: {done:,} of {total:,}" if total > 1 else name)
 
             try:
                 sample_data(db, progress=progress)
@@ -56,13 +69,12 @@ def first_run(state: str, message: str) -> None:
 
 def overview() -> None:
     o = ui.query("overview")
-    cols = st.columns(6)
+    cols = st.columns(5)
     cols[0].metric("Trials", f"{o['trials']:,}")
     cols[1].metric("Labelled", f"{o['labeled']:,}", help="Trials with a binary label from any source")
     cols[2].metric("Success", f"{o['positive']:,}")
     cols[3].metric("Failure", f"{o['negative']:,}")
-    cols[4].metric("DrugBank drugs", f"{o['drugbank_drugs']:,}")
-    cols[5].metric("Eligible interventions", f"{o['eligible_interventions']:,}",
+    cols[4].metric("Eligible interventions", f"{o['eligible_interventions']:,}",
                    help="DrugBank drugs with at least 3 successful and 3 failed labelled trials: "
                         "the interventions generation can use")
     if o["conflicts"]:
@@ -75,14 +87,14 @@ def overview() -> None:
         phases = ui.query("phase_counts")
         fig = px.bar(phases, x="phase", y="trials", color="label", color_discrete_map=LABEL_COLORS,
                      category_orders={"label": list(LABEL_COLORS)})
-        fig.update_layout(margin=dict(t=10, b=10), legend_title_text="", xaxis_title="")
+        fig.update_layout(margin=dict(t=10, b=10), legend_title_text="", xaxis_title="", height=380)
         st.plotly_chart(fig, key="chart_phases")
     with right:
         st.subheader("Labels")
         labels = {"success": o["positive"], "failure": o["negative"], "unlabelled": o["unlabeled"]}
         fig = px.pie(names=list(labels), values=list(labels.values()), color=list(labels),
                      color_discrete_map=LABEL_COLORS, hole=0.4)
-        fig.update_layout(margin=dict(t=10, b=10))
+        fig.update_layout(margin=dict(t=10, b=10), height=380)
         st.plotly_chart(fig, key="chart_labels")
 
     left, right = st.columns(2)
@@ -100,10 +112,11 @@ def overview() -> None:
         st.plotly_chart(fig, key="chart_interventions")
 
     st.subheader("DrugBank matches")
-    c = st.columns(3)
-    c[0].metric("Trials with a matched intervention", f"{o['matched_trials']:,}")
-    c[1].metric("Matched interventions", f"{o['matched_interventions']:,}")
-    c[2].metric("Distinct drugs matched", f"{o['matched_drugs']:,}")
+    c = st.columns(4)
+    c[0].metric("DrugBank drugs", f"{o['drugbank_drugs']:,}", help="Size of the DrugBank vocabulary")
+    c[1].metric("Trials with a matched intervention", f"{o['matched_trials']:,}")
+    c[2].metric("Matched interventions", f"{o['matched_interventions']:,}")
+    c[3].metric("Distinct drugs matched", f"{o['matched_drugs']:,}")
     left, right = st.columns([1, 2])
     with left:
         st.caption("Matches by rule")
@@ -136,6 +149,11 @@ if state == "ready":
     overview()
 elif state in ("missing", "empty"):
     first_run(state, message)
+elif state == "outdated":
+    st.warning(message)
+    if st.button("Upgrade the store now", type="primary", icon=":material/upgrade:"):
+        ui.upgrade_store()
+        st.rerun()
 elif state == "busy":
     st.warning(message)
     st.button("Try again", icon=":material/refresh:")

@@ -75,14 +75,15 @@ def query(name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def store_state(path: str | os.PathLike | None = None) -> tuple[str, str]:
-    """('ready' | 'missing' | 'empty' | 'busy' | 'schema' | 'broken', message) for the store."""
+    """('ready' | 'missing' | 'empty' | 'busy' | 'outdated' | 'schema' | 'broken', message) for the store.
+    'outdated': written by an older version of the program; upgrade_store() migrates it."""
     db = Path(path) if path else db_path()
     if not db.exists():
         return "missing", f"No store at {db} yet."
     try:
         n = _cached_query("trial_count", str(db), store_version(db), (), (), ())
     except SchemaError as exc:
-        return "schema", str(exc)
+        return ("outdated" if "older than this program" in str(exc) else "schema"), str(exc)
     except (StoreLocked, duckdb.IOException, duckdb.ConnectionException) as exc:
         # Another process (or this one, during an import) is writing the store.
         return "busy", f"The store {db} is being written right now (an import or a background job): {exc}"
@@ -91,6 +92,13 @@ def store_state(path: str | os.PathLike | None = None) -> tuple[str, str]:
     if n == 0:
         return "empty", f"The store at {db} holds no trials yet."
     return "ready", f"{n:,} trials"
+
+
+def upgrade_store() -> None:
+    """Open the store once for writing, which applies the pending migrations."""
+    with connect(db_path(), wait_s=READ_WAIT_S):
+        pass
+    clear_cache()
 
 
 def clear_cache() -> None:

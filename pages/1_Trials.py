@@ -19,8 +19,8 @@ ui.sidebar_store()
 state, message = ui.store_state()
 if state != "ready":
     st.title("Trials")
-    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
-    st.page_link("app.py", label="Home (load the sample data there)", icon=":material/home:")
+    (st.warning if state in ("busy", "missing", "empty", "outdated") else st.error)(message)
+    st.page_link("app.py", label="Home: load the sample data or upgrade the store there", icon=":material/home:")
     st.stop()
 
 
@@ -79,13 +79,14 @@ def record_view(nct_id: str) -> None:
 
     eff = trial["effective"]
     eff_text = (f"{ui.label_text(eff['label'])} (from {eff['label_source']})" if eff else "unlabelled")
-    cols = st.columns(4)
-    cols[0].metric("Effective label", ui.label_text(eff["label"]) if eff else "unlabelled",
-                   help="The label the classifier and retrieval use, chosen by the label preference")
-    cols[1].metric("Phase", rec["phase"] or "—")
-    cols[2].metric("Status", rec["overall_status"] or "—")
-    cols[3].metric("Enrollment", f"{rec['enrollment']:,}" if rec["enrollment"] is not None else "—",
-                   help=rec["enrollment_type"] or None)
+    color = {1: "green", 0: "red"}.get(eff["label"] if eff else None, "gray")
+    badges = [f":{color}-badge[Effective label: {eff_text}]"]
+    badges += [f":blue-badge[{v}]" for v in (rec["phase"], rec["overall_status"]) if v]
+    if rec["enrollment"] is not None:
+        kind = f" ({rec['enrollment_type'].lower()})" if rec["enrollment_type"] else ""
+        badges.append(f":gray-badge[Enrollment {rec['enrollment']:,}{kind}]")
+    st.markdown(" ".join(badges), help="The effective label is the one the classifier and retrieval use, "
+                "chosen by the label preference when sources disagree")
     if trial["conflict"]:
         details = "; ".join(f"{lab['label_source'].upper()} says {ui.label_text(lab['label'])}"
                             for lab in trial["labels"] if lab["label"] is not None)
@@ -202,10 +203,15 @@ def list_view() -> None:
     st.dataframe(
         df, hide_index=True, key="trials_table", on_select=_on_select, selection_mode="single-row",
         column_config={
-            "nct_id": st.column_config.TextColumn("NCT id", width="small"),
-            "title": st.column_config.TextColumn("Title", width="large"),
-            "label_source": st.column_config.TextColumn("label from"),
-            "conflict": st.column_config.CheckboxColumn("conflict", width="small"),
+            "nct_id": st.column_config.TextColumn("NCT id", width=115),
+            "title": st.column_config.TextColumn("Title", width=380),
+            "label": st.column_config.TextColumn("Label", width=150,
+                                                 help="Effective label (its source); ⚠ sources disagree"),
+            "phase": st.column_config.TextColumn("Phase", width=100),
+            "status": st.column_config.TextColumn("Status", width=120),
+            "conditions": st.column_config.TextColumn("Conditions", width=220),
+            "interventions": st.column_config.TextColumn("Interventions", width=220),
+            "sources": st.column_config.TextColumn("Sources", width=130),
         },
         height=min(38 + 35 * max(len(df), 1), 38 + 35 * 20),
     )

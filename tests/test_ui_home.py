@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import duckdb
 import pytest
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from conftest import wait_for_app
 from core.store import connect
 from fixtures.ui.small_store import build
 
+T = 30_000  # ms: generous, the CI machine has 2 cores shared with other tests
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 
@@ -75,19 +78,58 @@ def test_home_first_run_panel(tmp_path, monkeypatch, kind):
     assert (db.exists()) == (kind == "empty")  # rendering never creates the store
 
 
+def test_home_upgrades_an_outdated_store(tmp_path, monkeypatch):
+    """A store written before the newest migration: the page says so and upgrades it on request."""
+    from core.store.migrations import _ensure_table, all_migrations
+
+    db = tmp_path / "old.duckdb"
+    *older, (newest, _) = all_migrations()
+    with duckdb.connect(str(db)) as con:
+        _ensure_table(con)
+        for name, fn in older:
+            fn(con)
+            con.execute("INSERT INTO _migrations (name) VALUES (?)", [name])
+    monkeypatch.setenv("CTGEN_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert newest in at.warning[0].value and "older than this program" in at.warning[0].value
+    at.button[0].click().run()
+    assert not at.exception
+    assert not at.warning
+    assert [s.value for s in at.subheader] == ["First run: load the sample data"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM _migrations WHERE name = ?", [newest]).fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_first_run_button_loads_the_sample_data(tmp_path, monkeypatch, mirror_db):
+    """The first-run button runs the real sample-data import with a progress bar, then shows the
+    overview; the store then holds what `sample-data` loads (the session's mirror store)."""
+    db = tmp_path / "fresh.duckdb"
+    monkeypatch.setenv("CTGEN_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert not [e.value for e in at.error]
+    expected = _expected(mirror_db)
+    assert _expected(db) == expected
+    metrics = _metrics(at)
+    assert metrics["Trials"] == f"{expected['Trials']:,}" and metrics["Labelled"] == f"{expected['Labelled']:,}"
+    assert not [s for s in at.subheader if s.value.startswith("First run")]
+
+
 @pytest.mark.browser
 def test_home_in_browser_shows_mirror_trial_count(mirror_db, streamlit_server, page):
     server = streamlit_server(mirror_db)
     page.goto(server.url)
     wait_for_app(page)
     expected = _expected(mirror_db)
-    metric = page.locator('[data-testid="stMetric"]', has_text="Trials").first
-    assert metric.locator('[data-testid="stMetricValue"]').inner_text().strip() == f"{expected['Trials']:,}"
-    labelled = page.locator('[data-testid="stMetric"]', has_text="Labelled").first
-    assert labelled.locator('[data-testid="stMetricValue"]').inner_text().strip() == f"{expected['Labelled']:,}"
-    page.locator(".js-plotly-plot").first.wait_for()
-    assert page.locator(".js-plotly-plot").count() == 4
-    body = page.locator('[data-testid="stMain"]').inner_text()
-    assert "First run" not in body
-    assert re.search(r"Eligible interventions", body)
-    page.screenshot(path="/tmp/ctgen-ui-home.png", full_page=True)
+    main = page.locator('[data-testid="stMain"]')
+    for label in ("Trials", "Labelled", "Success", "Failure"):
+        metric = main.locator('[data-testid="stMetric"]').filter(
+            has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{label}$"))).first
+        expect(metric.locator('[data-testid="stMetricValue"]')).to_have_text(f"{expected[label]:,}", timeout=T)
+    expect(main.locator(".js-plotly-plot")).to_have_count(4, timeout=T)
+    expect(main.get_by_text("Eligible interventions for generation")).to_be_visible(timeout=T)
+    assert "First run" not in main.inner_text()
+    page.screenshot(path="/tmp/ctgen-ui-home.png")

@@ -306,11 +306,13 @@ def search_trials(
         WHERE {where}
     """
     cols = """
-        t.nct_id, t.brief_title AS title, t.phase, t.overall_status AS status,
+        t.nct_id, t.brief_title AS title,
+        CASE e.label WHEN 1 THEN 'success' WHEN 0 THEN 'failure' ELSE 'unlabelled' END
+            || CASE WHEN e.label IS NOT NULL THEN ' (' || e.label_source || ')' ELSE '' END
+            || CASE WHEN c.nct_id IS NOT NULL THEN ' ⚠ conflict' ELSE '' END AS label,
+        coalesce(t.phase, '') AS phase, coalesce(t.overall_status, '') AS status,
         array_to_string(t.conditions, '; ') AS conditions,
         array_to_string(list_transform(t.interventions, lambda x: x.name), '; ') AS interventions,
-        CASE e.label WHEN 1 THEN 'success' WHEN 0 THEN 'failure' END AS label,
-        e.label_source, c.nct_id IS NOT NULL AS conflict,
         array_to_string(t.sources, ', ') AS sources,
         count(*) OVER () AS _total
     """
