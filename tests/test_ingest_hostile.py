@@ -71,6 +71,8 @@ CASES = [
     (["--ctgov-json", HOSTILE / "not_json.json"], "not_json.json", "not valid JSON"),
     (["--outcomes", FIX / "outcomes.csv", "--outcome-map", HOSTILE / "empty.csv"], "empty.csv", "file is empty"),
     (["--xml", HOSTILE / "missing.xml"], "missing.xml", "no such file"),
+    (["--ctgov-json", HOSTILE / "study_without_nct_id.json"], "study_without_nct_id.json", "nctId"),
+    (["--ctgov-json", HOSTILE / "empty.csv"], "empty.csv", "file is empty"),
 ]
 
 

@@ -169,6 +169,8 @@ def _parse_json_sources(paths: Iterable[Path], progress: Progress | None):
                 raise IngestError(str(exc)) from None
             errors.append((container, member or where, str(exc)))
             return
+        if not bulk and errs and not recs and len(errs) == 1 and errs[0][0] == where:
+            raise IngestError(errs[0][1])  # a single-study file whose study is unusable
         for w, e in errs:
             errors.append((container, w if member is None else member + w[len(where):], e))
         for r in recs:
