@@ -176,6 +176,32 @@ def test_trials_in_browser(mirror_db, streamlit_server, page):
     expect(grid.locator('[data-testid="glide-cell-2-0"]')).to_have_text(first_title.strip(), timeout=T)
     page.screenshot(path="/tmp/ctgen-ui-trials.png")
 
+    # Selecting a row (its checkbox, drawn on the canvas) opens that trial's record.
+    with connect(mirror_db, read_only=True) as con:
+        third = con.execute("SELECT nct_id FROM trials ORDER BY nct_id LIMIT 1 OFFSET 2").fetchone()[0]
+    expect(grid.locator('[data-testid="glide-cell-1-2"]')).to_have_text(third, timeout=T)
+    box = grid.bounding_box()
+    row_h = 35  # Streamlit's default row (and header) height in px
+    page.mouse.click(box["x"] + 15, box["y"] + row_h + 2 * row_h + row_h / 2)
+    expect(main.get_by_role("heading", name=re.compile(third))).to_be_visible(timeout=T)
+    assert page.url.endswith(f"/Trials?nct={third}")
+    main.get_by_role("button", name="Back to the list").click()
+    expect(main.get_by_text(f"{total:,} trials match")).to_be_visible(timeout=T)
+
+    # A typed intervention name (not one of the listed options) filters by substring, also on
+    # the DrugBank common name ('salicylic' -> acetylsalicylic acid, listed as aspirin).
+    with connect(mirror_db, read_only=True) as con:
+        n_typed = con.execute(
+            """SELECT count(*) FROM trials t WHERE
+                 len(list_filter(t.interventions, lambda x: x.name ILIKE '%salicylic%')) > 0
+                 OR nct_id IN (SELECT m.nct_id FROM intervention_matches m JOIN drugbank d USING (drugbank_id)
+                               WHERE d.common_name ILIKE '%salicylic%')""").fetchone()[0]
+    assert 0 < n_typed < total
+    main.locator('[data-testid="stSelectbox"]').first.click()
+    page.keyboard.type("salicylic")
+    page.keyboard.press("Enter")
+    expect(main.get_by_text(re.compile(r"trials match"))).to_contain_text(f"{n_typed:,} trials match", timeout=T)
+
     nct, line = _open_known_trial(mirror_db)
     page.goto(server.url + "/Trials?nct=" + nct)
     wait_for_app(page)

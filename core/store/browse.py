@@ -12,11 +12,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from core.store.trials import effective_label_sql, get_records
+from core.store.trials import effective_label_sql, eligible_interventions_sql, get_records, store_stats
 
-# The paper's rule for interventions that generation can use: at least this many successful and
-# this many failed real trials.
-MIN_EACH_LABEL = 3
 LABEL_CHOICES = ("success", "failure", "unlabelled", "conflicting")
 NO_PHASE = "(not given)"
 
@@ -40,32 +37,19 @@ def trial_count(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def overview(con: duckdb.DuckDBPyConnection, preference: list[str] | None = None) -> dict[str, int]:
-    """Headline counts: trials, effective labels, conflicts, DrugBank vocabulary and matches."""
-    row = con.execute(
-        f"""
-        WITH eff AS ({_eff(preference)}),
-        conflicts AS (
-            SELECT nct_id FROM labels WHERE label IS NOT NULL
-            GROUP BY nct_id HAVING count(DISTINCT label) > 1
-        )
-        SELECT
-            (SELECT count(*) FROM trials),
-            count(e.nct_id),
-            count(*) FILTER (WHERE e.label = 1),
-            count(*) FILTER (WHERE e.label = 0),
-            (SELECT count(*) FROM conflicts JOIN trials USING (nct_id)),
-            (SELECT count(*) FROM drugbank),
-            (SELECT count(DISTINCT nct_id) FROM intervention_matches JOIN trials USING (nct_id)),
-            (SELECT count(*) FROM intervention_matches JOIN trials USING (nct_id)),
-            (SELECT count(DISTINCT drugbank_id) FROM intervention_matches JOIN trials USING (nct_id))
-        FROM trials t JOIN eff e USING (nct_id)
-        """
-    ).fetchone()
-    keys = ["trials", "labeled", "positive", "negative", "conflicts", "drugbank_drugs",
-            "matched_trials", "matched_interventions", "matched_drugs"]
-    out = {k: int(v or 0) for k, v in zip(keys, row)}
+    """Headline counts: the `stats` command's figures (one definition, core.store.trials.store_stats)
+    plus what the home page shows about conflicts and DrugBank matches."""
+    stats = store_stats(con, preference)
+    m = stats["intervention_matches"]
+    out = {
+        "trials": stats["trials"], "labeled": stats["labeled"], "positive": stats["positive"],
+        "negative": stats["negative"], "conflicts": stats["label_conflicts"],
+        "drugbank_drugs": stats["drugbank_drugs"], "eligible_interventions": stats["eligible_interventions"],
+        "matched_trials": m["trials"], "matched_interventions": m["interventions"], "matched_drugs": m["drugs"],
+        "synthetic": stats["synthetic"],
+    }
+    out = {k: int(v or 0) for k, v in out.items()}
     out["unlabeled"] = out["trials"] - out["labeled"]
-    out["eligible_interventions"] = len(eligible_interventions(con, preference))
     return out
 
 
@@ -120,24 +104,17 @@ def top_interventions(con: duckdb.DuckDBPyConnection, n: int = 15) -> pd.DataFra
 
 
 def eligible_interventions(
-    con: duckdb.DuckDBPyConnection, preference: list[str] | None = None, min_each: int = MIN_EACH_LABEL
+    con: duckdb.DuckDBPyConnection, preference: list[str] | None = None
 ) -> pd.DataFrame:
-    """DrugBank drugs matched by any intervention of at least `min_each` successful and
-    `min_each` failed labelled trials: the interventions generation can use."""
+    """DrugBank drugs matched by any intervention of at least 3 successful and 3 failed labelled
+    trials (the paper's rule, core.store.trials.eligible_interventions_sql): what generation can use."""
     return _df(
         con,
         f"""
-        WITH eff AS ({_eff(preference)}),
-        m AS (SELECT DISTINCT im.nct_id, im.drugbank_id FROM intervention_matches im JOIN trials USING (nct_id))
-        SELECT d.drugbank_id, d.common_name AS drug,
-               count(*) FILTER (WHERE e.label = 1) AS success,
-               count(*) FILTER (WHERE e.label = 0) AS failure
-        FROM m JOIN eff e USING (nct_id) JOIN drugbank d USING (drugbank_id)
-        GROUP BY ALL
-        HAVING success >= ? AND failure >= ?
+        SELECT drugbank_id, common_name AS drug, successes AS success, failures AS failure
+        FROM ({eligible_interventions_sql(False, preference)})
         ORDER BY success + failure DESC, drug
         """,
-        [min_each, min_each],
     )
 
 
