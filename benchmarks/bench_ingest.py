@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -42,9 +43,13 @@ def baseline(zip_path: Path) -> int:
     return n
 
 
+PHASES: list[tuple[float, float]] = []
+
+
 def ours(zip_path: Path, workers: int | None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         summary = ingest(Path(tmp) / "bench.duckdb", xml=[zip_path], workers=workers, command="bench")
+        PHASES.append((summary["parse_seconds"], summary["store_seconds"]))
         return summary["xml"]["records"]
 
 
@@ -67,9 +72,12 @@ def main() -> int:
             counts[name] = fn()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
     rate = {k: counts[k] / best[k] for k in best}
-    print(f"records: baseline {counts['baseline']}, ingest {counts['ingest']}")
+    print(f"records: baseline {counts['baseline']}, ingest {counts['ingest']}; "
+          f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (other work skews both sides)")
     print(f"baseline (xml.etree + json.dumps, no store): {rate['baseline']:8.0f} records/s ({best['baseline']:.2f} s)")
     print(f"ingest   (defusedxml parse + map + DuckDB):  {rate['ingest']:8.0f} records/s ({best['ingest']:.2f} s)")
+    parse_s, store_s = min(PHASES, key=sum)
+    print(f"  of which parse + map {parse_s:.2f} s, store (open, insert, match, commit) {store_s:.2f} s")
     print(f"ratio ingest/baseline: {rate['ingest'] / rate['baseline']:.2f}x")
     return 0
 

@@ -303,6 +303,8 @@ def ingest(
             progress("drugbank", 1, 1)
 
     # 2. write, all or nothing
+    parsed = datetime.now(timezone.utc).replace(tzinfo=None)
+    summary["parse_seconds"] = round((parsed - started).total_seconds(), 2)
     command_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     summary["command_id"] = command_id
     summary["errors"] = len(errors)
@@ -322,6 +324,7 @@ def ingest(
             store.add_ingest_errors(con, command_id, errors)
             finished = datetime.now(timezone.utc).replace(tzinfo=None)
             summary["seconds"] = round((finished - started).total_seconds(), 2)
+            summary["store_seconds"] = round((finished - parsed).total_seconds(), 2)
             store.log_ingest(con, command_id, command, started, finished, json.dumps(summary))
             con.execute("COMMIT")
         except BaseException:
