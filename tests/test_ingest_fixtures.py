@@ -242,3 +242,28 @@ def test_eligible_interventions_rule(tmp_path):
         s = store_stats(con)
     assert s["eligible_interventions"] == 1           # aspirin (any position): 6 + 5 trials
     assert s["eligible_interventions_first_drug"] == 1  # aspirin first in 6 trials (3/3)
+
+
+def test_parallel_and_serial_xml_parsing_store_the_same(tmp_path, monkeypatch):
+    import core.ingest as ing
+
+    def content(db):
+        return _rows(db, "SELECT * EXCLUDE (updated_at) FROM trials ORDER BY nct_id")
+
+    serial = tmp_path / "serial.duckdb"
+    ingest(serial, xml=[FIX / "xml"], workers=1)
+    used = []
+
+    class Spy(ing.ProcessPoolExecutor):
+        def __init__(self, *a, **k):
+            used.append(k.get("max_workers"))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(ing, "ProcessPoolExecutor", Spy)
+    monkeypatch.setattr(ing, "_can_fork", lambda: True)
+    monkeypatch.setattr(ing, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(ing, "_CHUNK", 1)
+    parallel = tmp_path / "parallel.duckdb"
+    ingest(parallel, xml=[FIX / "xml"], workers=2)
+    assert used == [2]
+    assert content(parallel) == content(serial) and len(content(serial)) == 3

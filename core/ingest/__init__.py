@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import uuid
 import zipfile
 import zlib
@@ -104,10 +105,11 @@ def _xml_tasks(path: Path) -> tuple[list[tuple[str, str, list[str]]], int]:
     return [(kind, container, names[i:i + _CHUNK]) for i in range(0, len(names), _CHUNK)], len(names)
 
 
-def _pool_context():
-    # fork: the workers need nothing but the already-imported parser, and no store is open yet.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+def _can_fork() -> bool:
+    """A process pool by fork only where this process is single-threaded (the CLI, the benchmark):
+    in a threaded host (the Streamlit server) a fork could copy a lock held by another thread, and
+    spawn/forkserver would re-run the host's __main__. There the XML is parsed in-process."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 def _parse_xml_sources(paths: Iterable[Path], progress: Progress | None, workers: int | None = None):
@@ -143,8 +145,8 @@ def _parse_xml_sources(paths: Iterable[Path], progress: Progress | None, workers
         if progress:
             progress("xml", done, total)
 
-    if workers > 1 and total >= _PARALLEL_MIN:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    if workers > 1 and total >= _PARALLEL_MIN and _can_fork():
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
             for result in pool.map(_xml_task, tasks):
                 collect(result)
     else:
