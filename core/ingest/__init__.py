@@ -273,8 +273,9 @@ def ingest(
         errors += errs
         summary["ctgov_json"] = {"files": n, "records": len(recs), "skipped": len(errs)}
     top_result = top_mod.TopResult()
-    top_list = [t if isinstance(t, tuple) else None for t in top]
-    top_pairs = [t for t in top_list if t] + _top_files([t for t in top if not isinstance(t, tuple)])
+    top_pairs: list[tuple[Path, str]] = []   # (file, name recorded in top_files), in the order given
+    for t in top:
+        top_pairs.extend([t] if isinstance(t, tuple) else _top_files([t]))
     for i, (path, display) in enumerate(top_pairs, 1):
         top_mod.parse_top(_read(path), display, top_result)
         if progress:
