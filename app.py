@@ -34,7 +34,7 @@ def first_run(state: str, message: str) -> None:
         st.write(
             "This imports the real public data the project ships a configuration for (ClinicalTrials.gov "
             "records, the TOP benchmark, IQVIA outcome labels and the DrugBank vocabulary) into "
-            f"`{db}`. It takes one to two minutes; the other pages can read the store again once it is done."
+            f"`{db}`. It takes about a minute; the pages show the store again once it is done."
         )
         st.caption("From a terminal: `python -m core sample-data --db " + str(db) + "`")
         if not st.button("Load sample data", type="primary", icon=":material/download:"):

@@ -101,6 +101,30 @@ def test_home_upgrades_an_outdated_store(tmp_path, monkeypatch):
         assert con.execute("SELECT count(*) FROM _migrations WHERE name = ?", [newest]).fetchone()[0] == 1
 
 
+def test_home_says_busy_while_another_process_writes(small_store, monkeypatch):
+    """A background writer holds the store: the page waits briefly, then says so instead of hanging."""
+    import subprocess
+    import sys
+
+    from core import ui
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(60)", str(small_store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(ui, "READ_WAIT_S", 0.5)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert not at.exception
+        assert "being written right now" in at.warning[0].value
+        assert [b.label for b in at.button] == ["Try again"]
+    finally:
+        holder.kill()
+        holder.wait()
+    at.button[0].click().run()
+    assert _metrics(at)["Trials"] == f"{_expected(small_store)['Trials']:,}"
+
+
 @pytest.mark.slow
 def test_first_run_button_loads_the_sample_data(tmp_path, monkeypatch, mirror_db):
     """The first-run button runs the real sample-data import with a progress bar, then shows the
