@@ -1,8 +1,9 @@
 """ClinicalTrials.gov API v2 study JSON (the current format: `/api/v2/studies/{nctId}` and the bulk
 `ctg-studies.json.zip`) -> the same canonical record as the legacy XML.
 
-API v2 enum values are mapped to the legacy XML spellings (PHASE2 -> "Phase 2", DRUG -> "Drug",
-ACTUAL -> "Actual", ...) so both formats look the same in the store.
+API v2 enum values and dates are mapped to the legacy XML spellings (PHASE2 -> "Phase 2",
+DRUG -> "Drug", ESTIMATED -> "Anticipated", 2001-03 -> "March 2001", ...) so both formats look the
+same in the store.
 """
 from __future__ import annotations
 
@@ -53,10 +54,30 @@ def phase_label(phases: list[str] | None) -> str | None:
     return "/".join(_PHASES.get(p, enum_label(p)) for p in phases)
 
 
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December"]
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
+
+
+def legacy_date(value: str | None) -> str | None:
+    """API v2 '2001-03' / '2013-10-31' -> the legacy spelling 'March 2001' / 'October 31, 2013'."""
+    value = clean(value)
+    m = _ISO_DATE.fullmatch(value or "")
+    if not m or not 1 <= int(m.group(2)) <= 12:
+        return value
+    month = _MONTHS[int(m.group(2)) - 1]
+    return f"{month} {int(m.group(3))}, {m.group(1)}" if m.group(3) else f"{month} {m.group(1)}"
+
+
+def _type(value: str | None) -> str | None:
+    # API v2 says ESTIMATED where the legacy XML said Anticipated
+    return "Anticipated" if value == "ESTIMATED" else enum_label(value)
+
+
 def _date(struct: dict | None) -> tuple[str | None, str | None]:
     if not struct:
         return None, None
-    return clean(struct.get("date")), enum_label(struct.get("type"))
+    return legacy_date(struct.get("date")), _type(struct.get("type"))
 
 
 def _masking(design: dict) -> str | None:
@@ -109,7 +130,7 @@ def map_study(study: dict, raw: str, where: str) -> dict[str, Any]:
         enr = design.get("enrollmentInfo") or {}
         if enr.get("count") is not None:
             rec["enrollment"] = int(enr["count"])
-            rec["enrollment_type"] = enum_label(enr.get("type"))
+            rec["enrollment_type"] = _type(enr.get("type"))
         rec["conditions"] = [c for c in cond.get("conditions") or [] if c]
         rec["keywords"] = [k for k in cond.get("keywords") or [] if k]
         rec["interventions"] = [
