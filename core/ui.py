@@ -84,8 +84,9 @@ def store_state(path: str | os.PathLike | None = None) -> tuple[str, str]:
         n = _cached_query("trial_count", str(db), store_version(db), (), (), ())
     except SchemaError as exc:
         return ("outdated" if "older than this program" in str(exc) else "schema"), str(exc)
-    except (StoreLocked, duckdb.IOException, duckdb.ConnectionException) as exc:
-        # Another process (or this one, during an import) is writing the store.
+    except (StoreLocked, duckdb.ConnectionException) as exc:
+        # Another process holds the write lock, or this one does (an import started from the app:
+        # DuckDB refuses a read-only connection beside a writing one in the same process).
         return "busy", f"The store {db} is being written right now (an import or a background job): {exc}"
     except duckdb.Error as exc:
         return "broken", f"{db} cannot be read as a store: {exc}"

@@ -125,6 +125,17 @@ def test_home_says_busy_while_another_process_writes(small_store, monkeypatch):
     assert _metrics(at)["Trials"] == f"{_expected(small_store)['Trials']:,}"
 
 
+def test_home_names_a_file_that_is_not_a_store(tmp_path, monkeypatch):
+    db = tmp_path / "notes.duckdb"
+    db.write_text("not a database\n" * 100)
+    monkeypatch.setenv("CTGEN_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert [e.value for e in at.error] and str(db) in at.error[0].value
+    assert "cannot be read as a store" in at.error[0].value
+    assert not at.button  # no first-run panel over somebody's file
+
+
 @pytest.mark.slow
 def test_first_run_button_loads_the_sample_data(tmp_path, monkeypatch, mirror_db):
     """The first-run button runs the real sample-data import with a progress bar, then shows the
