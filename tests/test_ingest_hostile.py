@@ -179,3 +179,14 @@ def test_cli_subprocess_reports_xxe_with_exit_2(tmp_path):
     assert "xxe.xml" in proc.stderr and "refused" in proc.stderr
     assert "root:" not in proc.stderr + proc.stdout
     assert not db.exists()
+
+
+def test_an_oversized_archive_member_is_not_unpacked(db, tmp_path, monkeypatch, capsys):
+    import core.ingest as ing
+
+    monkeypatch.setattr(ing, "MAX_MEMBER_BYTES", 50_000)
+    archive = _zip(tmp_path / "bomb.zip", {"x/NCT90000001.xml": FIX / "xml" / "NCT90000001.xml",
+                                           "x/NCT90000007.xml": b"<clinical_study>" + b" " * 200_000 + b"</clinical_study>"})
+    assert main(["ingest", "--db", str(db), "--xml", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "1 skipped" in out and "x/NCT90000007.xml: member unpacks to 200033 bytes" in out

@@ -47,7 +47,13 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise IngestError(f"{path}: not a readable zip archive ({exc}); truncated or not a zip?") from None
 
 
+MAX_MEMBER_BYTES = 64 << 20  # one study record is far below this; more is a zip bomb or not a study
+
+
 def _zip_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
+    size = zf.getinfo(name).file_size
+    if size > MAX_MEMBER_BYTES:
+        raise BadRecord(f"{where}: member unpacks to {size} bytes, more than the {MAX_MEMBER_BYTES} allowed")
     try:
         return zf.read(name)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
