@@ -190,3 +190,16 @@ def test_an_oversized_archive_member_is_not_unpacked(db, tmp_path, monkeypatch, 
     assert main(["ingest", "--db", str(db), "--xml", str(archive)]) == 0
     out = capsys.readouterr().out
     assert "1 skipped" in out and "x/NCT90000007.xml: member unpacks to 200033 bytes" in out
+
+
+def test_a_bulk_source_with_no_usable_record_is_an_error(db, tmp_path, capsys):
+    archive = _zip(tmp_path / "junk.zip", {"x/a.xml": b"<notastudy/>", "x/b.xml": HOSTILE / "not_wellformed.xml"})
+    before = content_checksum(db)
+    assert main(["ingest", "--db", str(db), "--xml", str(archive)]) == 2
+    assert "junk.zip: no usable study record (2 skipped" in capsys.readouterr().err
+    bad_top = tmp_path / "bad_top.csv"
+    bad_top.write_text((FIX / "top_a.csv").read_text(encoding="utf-8").split("\n")[0]
+                       + "\nNCT1,completed,,1,phase 1,[],[],[],[],x\n", encoding="utf-8")
+    assert main(["ingest", "--db", str(db), "--top", str(bad_top)]) == 2
+    assert "bad_top.csv: none of its 1 rows is usable" in capsys.readouterr().err
+    assert content_checksum(db) == before

@@ -159,6 +159,8 @@ def _parse_xml_sources(paths: Iterable[Path], progress: Progress | None, workers
         for task in tasks:
             collect(_xml_task(task))
     table = dedupe_last(pa.concat_tables(tables)) if tables else TRIALS_ARROW_SCHEMA.empty_table()
+    if table.num_rows == 0 and errors:
+        raise IngestError(f"{errors[0][0]}: no usable study record ({len(errors)} skipped; first: {errors[0][2]})")
     return table, errors, total
 
 
@@ -222,8 +224,9 @@ def _parse_json_sources(paths: Iterable[Path], progress: Progress | None):
             # a page of studies is bulk (one broken study is skipped); a single study file is not
             one(text, str(p), str(p), False)
             files += 1
-    if (files and not records) and not errors:
-        raise IngestError(f"{', '.join(map(str, paths))}: no studies found")
+    if files and not records:
+        first = f" ({len(errors)} skipped; first: {errors[0][2]})" if errors else ""
+        raise IngestError(f"{', '.join(map(str, paths))}: no usable study record{first}")
     return records, errors, files
 
 

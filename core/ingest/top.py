@@ -103,7 +103,8 @@ def parse_top(data: bytes, display: str, result: TopResult) -> int:
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise IngestError(f"{display}: not a TOP CSV: header lacks {', '.join(missing)} (got {','.join(names)[:200]})")
-    n = 0
+    n = kept = 0
+    errors_before = len(result.errors)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     head_cols = [h for h in names if h]
@@ -132,6 +133,7 @@ def parse_top(data: bytes, display: str, result: TopResult) -> int:
         except ValueError as exc:
             result.errors.append((display, where, f"{display}: {where}: {exc}"))
             continue
+        kept += 1
         nct = rec["nct_id"]
         prev = result.records.get(nct)
         if prev is None:
@@ -142,4 +144,6 @@ def parse_top(data: bytes, display: str, result: TopResult) -> int:
     result.rows += n
     if n == 0:
         raise IngestError(f"{display}: TOP CSV has a header but no rows")
+    if kept == 0:
+        raise IngestError(f"{display}: none of its {n} rows is usable (first: {result.errors[errors_before][2]})")
     return n
