@@ -141,7 +141,7 @@ except (UsageError, LLMError) as exc:
     st.error(str(exc))
     st.stop()
 
-retrieval_key = (str(db), version, drug["drugbank_id"], label, ss.gen_seed, rule, int(min_each), backend, model,
+retrieval_key = (str(db), drug["drugbank_id"], label, ss.gen_seed, rule, int(min_each), backend, model,
                  base_url, budget)
 if ss.get("gen_retrieval_key") != retrieval_key:
     from core.retrieval import example_records, retrieve

@@ -88,7 +88,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 @pytest.mark.slow
 def test_openai_backend_against_llama_cpp_server(local, tmp_path):
     pytest.importorskip("fastapi", reason="llama.cpp server extras (requirements-dev.txt) not installed")
-    from tests.conftest import free_port
+    from conftest import free_port
 
     port = free_port()
     log = open(tmp_path / "llama_server.log", "w")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.llm import LLMError, LLMRequest, get_llm
-from tests.conftest import free_port
+from conftest import free_port
 from tests.openai_server import serve
 
 CONTEXT = ("You are now a medical expert in the clinical area. You are given information of a medical "
