@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -53,6 +54,15 @@ def ours(zip_path: Path, workers: int | None) -> int:
         return summary["xml"]["records"]
 
 
+def _cpu() -> float:
+    """User + system CPU of this process and of its finished children (the parser workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=1, help="runs of each; the best is reported")
@@ -64,18 +74,24 @@ def main() -> int:
         return 2
     zip_path = mirror / "ctgov" / "AllPublicXML-NCT0000xxxx.zip"
     best: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     counts: dict[str, int] = {}
     for _ in range(args.repeat):
         # alternate so that neither side always runs on a warmer machine
         for name, fn in (("baseline", lambda: baseline(zip_path)), ("ingest", lambda: ours(zip_path, args.workers))):
+            c0 = _cpu()
             t = time.perf_counter()
             counts[name] = fn()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+            cpu[name] = min(cpu.get(name, float("inf")), _cpu() - c0)
     rate = {k: counts[k] / best[k] for k in best}
     print(f"records: baseline {counts['baseline']}, ingest {counts['ingest']}; "
           f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (other work skews both sides)")
     print(f"baseline (xml.etree + json.dumps, no store): {rate['baseline']:8.0f} records/s ({best['baseline']:.2f} s)")
     print(f"ingest   (defusedxml parse + map + DuckDB):  {rate['ingest']:8.0f} records/s ({best['ingest']:.2f} s)")
+    print(f"CPU seconds (this process + parser workers; DuckDB's own threads included): "
+          f"baseline {cpu['baseline']:.2f}, ingest {cpu['ingest']:.2f} -> "
+          f"{cpu['baseline'] / cpu['ingest']:.2f}x records per CPU second")
     parse_s, store_s = min(PHASES, key=sum)
     print(f"  of which parse + map {parse_s:.2f} s, store (open, insert, match, commit) {store_s:.2f} s")
     print(f"ratio ingest/baseline: {rate['ingest'] / rate['baseline']:.2f}x")
