@@ -80,32 +80,26 @@ def _close_zips() -> None:
 
 
 def _xml_task(task: tuple[str, str, list[str]]):
-    """Worker: parse one chunk of files -> (Arrow table of good records, [(where, error, hostile)])."""
+    """Worker: parse one chunk of files -> (Arrow table of good records,
+    [(file, member, error, hostile)] for the others, number of files)."""
     from core.store.trials import records_table
 
     kind, container, names = task
-    results = []
-    if kind == "zip":
-        zf = _worker_zip(container)
-        for name in names:
-            where = f"{container}:{name}"
-            try:
-                data = _zip_member(zf, name, where)
-            except BadRecord as exc:
-                results.append((where, None, str(exc), False))
-                continue
-            results.extend(xml_ctgov.parse_many([(where, data)]))
-    else:
-        for name in names:
-            try:
-                data = Path(name).read_bytes()
-            except OSError as exc:
-                results.append((name, None, f"{name}: cannot read ({exc})", False))
-                continue
-            results.extend(xml_ctgov.parse_many([(name, data)]))
+    records, failed = [], []
+    for name in names:
+        file, member = (container, name) if kind == "zip" else (name, name)
+        where = f"{container}:{name}" if kind == "zip" else name
+        try:
+            data = _zip_member(_worker_zip(container), name, where) if kind == "zip" else Path(name).read_bytes()
+            records.append(xml_ctgov.parse_xml(data, where))
+        except HostileInput as exc:
+            failed.append((file, member, str(exc), True))
+        except BadRecord as exc:
+            failed.append((file, member, str(exc), False))
+        except OSError as exc:
+            failed.append((file, member, f"{where}: cannot read ({exc})", False))
     # built here, in the worker, so that both cores share the Arrow conversion
-    table = records_table([r for _, r, _, _ in results if r is not None])
-    return table, [(w, e, h) for w, r, e, h in results if r is None], len(names)
+    return records_table(records), failed, len(names)
 
 
 def _xml_tasks(path: Path) -> tuple[list[tuple[str, str, list[str]]], int]:
@@ -159,11 +153,10 @@ def _parse_xml_sources(paths: Iterable[Path], progress: Progress | None, workers
         nonlocal done
         table, failed, n = result
         done += n
-        for where, err, hostile in failed:
-            if hostile or where in singles:
+        for file, member, err, hostile in failed:
+            if hostile or file in singles:
                 raise IngestError(err)
-            container, sep, member = where.partition(".zip:")
-            errors.append((container + ".zip", member, err) if sep else (where, where, err))
+            errors.append((file, member, err))
         tables.append(table)
         if progress:
             progress("xml", done, total)

@@ -115,16 +115,3 @@ def parse_xml(data: bytes, where: str) -> dict[str, Any]:
     rec["raw_document"] = raw
     rec["top_files"] = None
     return rec
-
-
-def parse_many(items: list[tuple[str, bytes]]) -> list[tuple[str, dict | None, str | None, bool]]:
-    """Worker entry point: [(where, data)] -> [(where, record or None, error or None, hostile)]."""
-    out = []
-    for where, data in items:
-        try:
-            out.append((where, parse_xml(data, where), None, False))
-        except HostileInput as exc:
-            out.append((where, None, str(exc), True))
-        except BadRecord as exc:
-            out.append((where, None, str(exc), False))
-    return out
