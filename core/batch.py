@@ -19,7 +19,6 @@ import os
 import random
 import secrets
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,11 +26,9 @@ from typing import Any, Callable
 
 from core import config
 from core.prompts import PromptError, load_prompts, prompt_hash
-from core.retrieval import (MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError,
-                            eligible_interventions, resolve_intervention, retrieve)
+from core.retrieval import MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError, RetrievalPool
 from core.store import connect
 from core.store import synthetic as store
-from core.store.retrieval import drug_synonyms
 
 DEFAULT_MAX_TOKENS = 2048
 REASONING_MAX_TOKENS = 1024     # 5 reasons never need more; also what the generation prompt reserves for them
@@ -105,54 +102,94 @@ class Batch:
         self.prompts, self.phash, self.llm = prompts, prompt_hash(prompts), llm
         self.log_buffer = log_buffer
         self.concurrency = concurrency
-        self.store_lock = threading.Lock()   # one store connection at a time in this process
+        self.queue: asyncio.Queue | None = None
         self.done = 0
         self.failed = 0
         self.cost = 0.0
         self.show_progress = show_progress
         self.on_progress = on_progress
         self.started = time.time()
-        self.eligible: list[dict] | None = None
-        self.drug: dict | None = None
-        self.synonyms: list[str] = []
+        self.pool: RetrievalPool | None = None
         self.budget = 0
 
-    # -- store access (threads, serialized)
-    def _with_store(self, fn: Callable[[Any], Any]) -> Any:
-        with self.store_lock:
-            with connect(self.db) as con:
-                return fn(con)
+    # -- store writes: group commit. Items hand their write to one writer; whatever is ready while
+    # it works goes through the next connection, each item in its own transaction, committed at once.
+    # Checkpointing on close is left to the end of the run (the WAL is durable; a reader replays it).
+    def _write_group(self, fns: list[Callable[[Any], Any]]) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        with connect(self.db) as con:
+            con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            for fn in fns:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    fn(con)
+                    con.execute("COMMIT")
+                    results.append(None)
+                except Exception as exc:  # noqa: BLE001 - handed back to the item that wrote
+                    con.execute("ROLLBACK")
+                    results.append(exc)
+        return results
 
-    async def store(self, fn: Callable[[Any], Any]) -> Any:
-        return await asyncio.to_thread(self._with_store, fn)
+    async def _writer(self) -> None:
+        while True:
+            first = await self.queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while not self.queue.empty():
+                nxt = self.queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(nxt)
+            try:
+                results = await asyncio.to_thread(self._write_group, [fn for fn, _ in group])
+            except Exception as exc:  # noqa: BLE001 - e.g. the store stayed locked
+                results = [exc] * len(group)
+            for (_, fut), res in zip(group, results):
+                if res is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(res)
+            if stop:
+                return
+
+    async def write(self, fn: Callable[[Any], Any]) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((fn, fut))
+        await fut
 
     def _flush_log(self, con: Any) -> None:
         if not self.log_buffer:
             return
-        entries, self.log_buffer[:] = list(self.log_buffer), []
+        # the event loop keeps appending while this runs in the writer thread: take a prefix
+        count = len(self.log_buffer)
+        entries = self.log_buffer[:count]
+        del self.log_buffer[:count]
         from core.store.llmlog import log_calls
 
         log_calls(con, entries)
 
     # -- one item
-    async def item(self, index: int) -> str:
+    async def item(self, index: int, slots: asyncio.Semaphore) -> str:
+        """One item: its LLM work holds one of the C slots; its store write does not (so the next
+        item's requests start while this one is being committed)."""
+        await slots.acquire()
+        held = True
         seed = item_seed(self.params["seed"], index)
         p = self.params
         sid = f"{self.run_id}:{index}"
         stage = "retrieval"
         retrieval: Retrieval | None = None
         reasons: list[str] | None = None
-        intended = self.drug["name"] if self.drug else None
+        intended = self.pool.drug["name"] if self.pool.drug else None
         label = p.get("label")
         try:
-            def do_retrieve(con: Any) -> Retrieval:
-                return retrieve(con, intervention=self.drug["drugbank_id"] if self.drug else None, label=label,
-                                k=p["k"], seed=seed, rule=p["rule"], min_each=p["min_each"],
-                                count_tokens=self.llm.count_tokens, budget=self.budget, eligible=self.eligible)
-            retrieval = await self.store(do_retrieve)
+            retrieval = await asyncio.to_thread(self.pool.retrieve, label=label, k=p["k"], seed=seed,
+                                                count_tokens=self.llm.count_tokens, budget=self.budget)
             intended, label = retrieval.intervention, retrieval.label
-            synonyms = self.synonyms if self.drug else await self.store(
-                lambda con: drug_synonyms(con, retrieval.drugbank_id))
+            synonyms = self.pool.synonyms.get(retrieval.drugbank_id, [])
 
             from core.reasoning import areason
             stage = "reasoning"
@@ -167,14 +204,12 @@ class Batch:
                                   max_tokens=p["max_tokens"], seed=seed + 7919, attempts=p["attempts"],
                                   run_id=self.run_id, synonyms=synonyms)
             stage = "validation"
-            from core.retrieval import example_records
             from core.validation import validate
 
             ex_ids = [e.nct_id for e in retrieval.examples]
-            ex_records = await self.store(lambda con: example_records(con, ex_ids))
             status, checks = await asyncio.to_thread(
                 validate, gen.record, intended_intervention=intended, synonyms=synonyms,
-                examples=[ex_records[i] for i in ex_ids if i in ex_records])
+                examples=[self.pool.records[i] for i in ex_ids if i in self.pool.records])
             record = dict(gen.record, nct_id=sid)
             responses = reasoning.responses + gen.responses
             cost = sum((r.cost_usd or 0.0) for r in responses)
@@ -200,26 +235,28 @@ class Batch:
             }
 
             def save(con: Any) -> None:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    store.save_synthetic(con, row)
-                    self._flush_log(con)
-                    store.update_run(con, self.run_id, add_cost=cost)
-                    con.execute("COMMIT")
-                except Exception:
-                    con.execute("ROLLBACK")
-                    raise
-            await self.store(save)
+                store.save_synthetic(con, row)
+                self._flush_log(con)
+                store.update_run(con, self.run_id, add_cost=cost)
+            slots.release()
+            held = False
+            await self.write(save)
             self.cost += cost
             self.done += 1
             return "done"
         except Exception as exc:  # noqa: BLE001 - every failure is recorded; the batch goes on
             if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
                 raise
+            if held:
+                slots.release()
+                held = False
             if stage == "validation":
                 stage = "store"
             await self._fail(index, sid, stage, exc, intended, label, retrieval, reasons)
             return "failed"
+        finally:
+            if held:  # cancelled
+                slots.release()
 
     async def _fail(self, index: int, sid: str, stage: str, exc: Exception, intended: str | None,
                     label: int | None, retrieval: Retrieval | None, reasons: list[str] | None) -> None:
@@ -238,16 +275,10 @@ class Batch:
         cost = sum((r.cost_usd or 0.0) for r in responses)
 
         def save(con: Any) -> None:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                store.save_failure(con, row)
-                self._flush_log(con)
-                store.update_run(con, self.run_id, add_cost=cost)
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
-        await self.store(save)
+            store.save_failure(con, row)
+            self._flush_log(con)
+            store.update_run(con, self.run_id, add_cost=cost)
+        await self.write(save)
         self.failed += 1
 
     # -- the whole run
@@ -271,17 +302,20 @@ class Batch:
 
         async def one(i: int) -> None:
             nonlocal pending
-            async with sem:
-                outcome = await self.item(i)
+            outcome = await self.item(i, sem)
             pending -= 1
             bar.update(1)
             bar.set_postfix(failed=self.failed)
             self.progress("running", pending)
             _ = outcome
 
+        self.queue = asyncio.Queue()
+        writer = asyncio.create_task(self._writer())
         try:
             await asyncio.gather(*(one(i) for i in todo))
         finally:
+            await self.queue.put(None)
+            await writer
             bar.close()
             closer = getattr(self.llm, "aclose", None)
             if closer:
@@ -334,12 +368,17 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
         else:
             prompts = load_prompts(prompt_overrides)
         seed = seed if seed is not None else secrets.randbelow(2**31)
-        drug = resolve_intervention(con, intervention) if intervention else None
-        eligible = None if drug else eligible_interventions(con, rule, min_each)
-        if not drug and not eligible:
-            raise RetrievalError(f"no intervention has >= {min_each} successful and >= {min_each} failed labelled "
-                                 f"trials under rule {rule!r} in {db} (load data with `python -m core sample-data`)")
-        synonyms = drug_synonyms(con, drug["drugbank_id"]) if drug else []
+        pool = RetrievalPool.load(con, rule, min_each, intervention)
+    drug = pool.drug
+    if not drug and not pool.eligible:
+        raise RetrievalError(f"no intervention has >= {min_each} successful and >= {min_each} failed labelled "
+                             f"trials under rule {rule!r} in {db} (load data with `python -m core sample-data`)")
+    if drug:
+        labels = [label] if label is not None else [0, 1]
+        short = [lb for lb in labels if pool.count(drug["drugbank_id"], lb) < k]
+        if short == labels:
+            raise RetrievalError(f"{drug['name']} ({drug['drugbank_id']}) has fewer than {k} trials labelled "
+                                 f"{' or '.join(map(str, short))} under rule {rule!r}")
 
     log_buffer: list[dict] = []
     llm = get_llm(backend, model=model, base_url=base_url, api_key=api_key, on_call=log_buffer.append,
@@ -349,13 +388,21 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
               "max_tokens": max_tokens, "temperature": temperature, "rule": rule, "min_each": min_each, "k": k,
               "attempts": attempts, "example_budget_cap": example_budget_cap}
     batch = Batch(db, run_id, n, params, prompts, llm, log_buffer, concurrency, show_progress, on_progress)
-    batch.eligible, batch.drug, batch.synonyms = eligible, drug, synonyms
+    batch.pool = pool
     batch.budget = example_budget(llm, prompts, max_tokens, k, example_budget_cap)
 
     with connect(db) as con:
         store.start_run(con, run_id, n, params, prompts, batch.phash, os.getpid())
         done = store.done_items(con, run_id)
-    todo = [i for i in range(n) if i not in done]
+        todo = [i for i in range(n) if i not in done]
+        # the items' draws are known from their seeds: read just those trials, once
+        wanted = []
+        for i in todo:
+            try:
+                wanted += pool.select(label=label, k=k, seed=item_seed(seed, i))[2]
+            except RetrievalError:
+                pass  # the item fails at its retrieval stage, with this reason
+        pool.prefetch(con, wanted)
     status = "interrupted"
     try:
         asyncio.run(batch.run(todo))
@@ -363,6 +410,7 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
     finally:
         with connect(db) as con:
             counts = store.update_run(con, run_id, status=status)
+            con.execute("CHECKPOINT")  # fold the run's WAL into the file now (writes skipped it)
         batch.done, batch.failed = counts["done"], counts["failed"]
         batch.progress(status, 0 if status == "done" else n - counts["done"] - counts["failed"])
     return {"run_id": run_id, "n": n, **counts, "cost_usd": batch.cost, "status": status, "seed": seed,

@@ -355,6 +355,69 @@ def retrieve(con: duckdb.DuckDBPyConnection, *, intervention: str | None = None,
     return Retrieval(drug["drugbank_id"], drug["name"], label, rule, seed, examples, budget)
 
 
+class RetrievalPool:
+    """What retrieval needs for a batch, read up front: the drugs, their trial lists and synonyms, and
+    (prefetch) the records and source documents of the trials the items will draw. Items then retrieve
+    without touching the store. Gives the same draws as `retrieve` for the same seed."""
+
+    def __init__(self, rule: str, min_each: int, eligible: list[dict], drug: dict | None,
+                 lists: dict[tuple[str, int], list[str]], synonyms: dict[str, list[str]]):
+        self.rule, self.min_each, self.eligible, self.drug = rule, min_each, eligible, drug
+        self.lists, self.synonyms = lists, synonyms
+        self.records: dict[str, dict] = {}
+        self.raws: dict[str, tuple[str | None, str | None]] = {}
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, rule: str = "drugbank", min_each: int = MIN_EACH,
+             intervention: str | None = None) -> "RetrievalPool":
+        if rule not in RULES:
+            raise RetrievalError(f"unknown retrieval rule {rule!r} (known: {', '.join(RULES)})")
+        drug = resolve_intervention(con, intervention) if intervention else None
+        eligible = [] if drug else eligible_interventions(con, rule, min_each)
+        ids = [drug["drugbank_id"]] if drug else [d["drugbank_id"] for d in eligible]
+        lists = q.trial_lists(con, ids, rule) if ids else {}
+        return cls(rule, min_each, eligible, drug, lists, q.synonyms_of(con, ids) if ids else {})
+
+    def count(self, drugbank_id: str, label: int) -> int:
+        return len(self.lists.get((drugbank_id, label), []))
+
+    def select(self, *, label: int | None = None, k: int = K, seed: int | None = None) -> tuple[dict, int, list[str]]:
+        """(drug, label, NCT ids) of one draw: the same rng calls, in the same order, as `retrieve`."""
+        rng = random.Random(seed)
+        if self.drug:
+            drug = self.drug
+        else:
+            if not self.eligible:
+                raise RetrievalError(f"no intervention has >= {self.min_each} successful and >= {self.min_each} "
+                                     f"failed labelled trials under rule {self.rule!r}")
+            drug = rng.choice(self.eligible)
+        if label is None:
+            label = rng.choice([0, 1])
+        ids = self.lists.get((drug["drugbank_id"], int(label)), [])
+        if len(ids) < k:
+            raise RetrievalError(f"{drug['drugbank_id']} has {len(ids)} trials labelled {label} under rule "
+                                 f"{self.rule!r}; need {k}")
+        return drug, int(label), rng.sample(ids, k)
+
+    def prefetch(self, con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> None:
+        todo = sorted(set(nct_ids) - set(self.records))
+        if todo:
+            self.records.update(get_records(con, todo))
+            self.raws.update(q.raw_documents(con, todo))
+
+    def retrieve(self, *, label: int | None = None, k: int = K, seed: int | None = None,
+                 count_tokens: Callable[[str], int] | None = None,
+                 budget: int | None = PAPER_EXAMPLE_BUDGET) -> Retrieval:
+        drug, label, chosen = self.select(label=label, k=k, seed=seed)
+        missing = [i for i in chosen if i not in self.records]
+        if missing:
+            raise RetrievalError(f"trials {missing} were not prefetched")
+        docs = [(i, label, example_document(self.records[i], *self.raws.get(i, (None, None)))) for i in chosen]
+        counter = count_tokens or (lambda s: len(s))
+        examples = fit_examples(docs, counter, budget if count_tokens else None)
+        return Retrieval(drug["drugbank_id"], drug["name"], label, self.rule, seed, examples, budget)
+
+
 def example_records(con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> dict[str, dict]:
     """Canonical records of the examples (for validation and side-by-side views)."""
     return get_records(con, nct_ids)

@@ -110,3 +110,20 @@ def raw_documents(con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> dict[st
         "SELECT nct_id, raw_format, raw_document FROM trials WHERE nct_id IN (SELECT unnest(?))", [list(nct_ids)]
     ).fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def trial_lists(con: duckdb.DuckDBPyConnection, drugbank_ids: list[str], rule: str = "drugbank",
+                preference: list[str] | None = None) -> dict[tuple[str, int], list[str]]:
+    """(drugbank_id, label) -> sorted NCT ids, for many drugs at once (same order as trials_of)."""
+    rows = con.execute(
+        f"SELECT drugbank_id, label, list(nct_id ORDER BY nct_id) FROM ({_labelled_pairs_sql(rule, preference)}) "
+        "WHERE drugbank_id IN (SELECT unnest(?)) GROUP BY drugbank_id, label",
+        [list(drugbank_ids)],
+    ).fetchall()
+    return {(r[0], int(r[1])): list(r[2]) for r in rows}
+
+
+def synonyms_of(con: duckdb.DuckDBPyConnection, drugbank_ids: list[str]) -> dict[str, list[str]]:
+    rows = con.execute("SELECT drugbank_id, synonyms FROM drugbank WHERE drugbank_id IN (SELECT unnest(?))",
+                       [list(drugbank_ids)]).fetchall()
+    return {r[0]: list(r[1] or []) for r in rows}
