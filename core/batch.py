@@ -92,6 +92,63 @@ def example_budget(llm: Any, prompts: dict, max_tokens: int, k: int, cap: int | 
     return budget
 
 
+def estimate(db: str | Path | None, n: int, *, model: str = "gpt-4o-mini", intervention: str | None = None,
+             label: int | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, rule: str = "drugbank",
+             min_each: int = MIN_EACH, k: int = 3, seed: int = 0, context_window: int | None = None,
+             sample: int = 5) -> dict[str, Any]:
+    """Cost estimate before a batch (for the app): exact prompt tokens of a few sample items (examples
+    fitted as the batch would fit them), the replies taken at their maximum (reasoning capped at
+    REASONING_MAX_TOKENS), times n, priced with core.pricing. cost_usd is None for unpriced models."""
+    from core.generation import build_prompt as gen_prompt
+    from core.llm import encoding_name_for, estimate_cost, tiktoken_encoding
+    from core.pricing import context_window as known_window
+    from core.reasoning import build_prompt as reason_prompt
+
+    enc = tiktoken_encoding(encoding_name_for(model)[0])
+
+    class _Counter:  # enough of the LLM interface for example_budget
+        chat = True
+
+        def __init__(self) -> None:
+            self.model = model
+            self.context_window = context_window or known_window(model) or 8192
+
+        def count_tokens(self, text: str) -> int:
+            return len(enc.encode(text, disallowed_special=()))
+
+    counter = _Counter()
+    prompts = load_prompts()
+    budget = example_budget(counter, prompts, max_tokens, k)
+    with connect(db) as con:
+        pool = RetrievalPool.load(con, rule, min_each, intervention)
+        draws = []
+        for i in range(sample):
+            try:
+                draws.append(pool.select(label=label, k=k, seed=item_seed(seed, i))[2])
+            except RetrievalError:
+                continue
+        pool.prefetch(con, [x for d in draws for x in d])
+    per_item = []
+    reasoning_out = min(max_tokens, REASONING_MAX_TOKENS)
+    for i in range(sample):
+        try:
+            r = pool.retrieve(label=label, k=k, seed=item_seed(seed, i), count_tokens=counter.count_tokens,
+                              budget=budget)
+        except RetrievalError:
+            continue
+        m1, _ = reason_prompt(r, prompts)
+        m2, _, _ = gen_prompt(r, ["x" * 200] * 5, prompts)
+        tokens = sum(counter.count_tokens(m["content"]) for m in m1 + m2)
+        per_item.append(tokens)
+    if not per_item:
+        raise RetrievalError("no item could be drawn for this intervention/label")
+    prompt_tokens = int(sum(per_item) / len(per_item) * n)
+    completion_tokens = (reasoning_out + max_tokens) * n
+    return {"n": n, "model": model, "prompt_tokens": prompt_tokens, "completion_tokens_max": completion_tokens,
+            "cost_usd": estimate_cost(model, prompt_tokens, completion_tokens), "example_budget": budget,
+            "sampled_items": len(per_item)}
+
+
 class Batch:
     """One run: state shared by its items."""
 

@@ -342,3 +342,10 @@ async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, promp
     err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
     err.responses = responses  # type: ignore[attr-defined]
     raise err
+
+
+def generate(llm: Any, retrieval: Retrieval, reasons: list[str], **kwargs: Any) -> Generation:
+    """Blocking form of `agenerate` (for pages and scripts without an event loop)."""
+    import asyncio
+
+    return asyncio.run(agenerate(llm, retrieval, reasons, **kwargs))

@@ -133,3 +133,10 @@ async def areason(llm: Any, retrieval: Retrieval, *, prompts: dict | None = None
     err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
     err.responses = responses  # type: ignore[attr-defined]
     raise err
+
+
+def reason(llm: Any, retrieval: Retrieval, **kwargs: Any) -> Reasoning:
+    """Blocking form of `areason` (for pages and scripts without an event loop)."""
+    import asyncio
+
+    return asyncio.run(areason(llm, retrieval, **kwargs))

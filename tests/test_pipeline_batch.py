@@ -168,3 +168,26 @@ def test_cli_usage_errors_exit_2(mirror_db_copy, capsys):
     with connect(db) as con:
         (t,) = syn.list_synthetic(con, run_id="r")
     assert (t["intended_intervention"], t["intended_label"]) == ("Cisplatin", 0)
+
+
+def test_page_api_one_trial_and_cost_estimate(mirror_db_copy):
+    """What the Generate page calls: retrieve, reason, generate (blocking forms), and the estimate."""
+    from core.batch import estimate
+    from core.generation import generate
+    from core.llm import get_llm
+    from core.reasoning import reason
+    from core.retrieval import retrieve
+
+    est = estimate(mirror_db_copy, 100, model="gpt-4o-mini", intervention="Cisplatin", label=1, max_tokens=1000)
+    assert est["prompt_tokens"] > 100 * 3 * 50 and est["completion_tokens_max"] == 100 * 2000
+    assert est["cost_usd"] > 0 and est["sampled_items"] == 5
+    with serve() as srv:
+        llm = get_llm("openai", base_url=srv.base_url, api_key=KEY)
+        with connect(mirror_db_copy) as con:
+            r = retrieve(con, intervention="Cisplatin", label=1, seed=1, count_tokens=llm.count_tokens)
+        reasoning = reason(llm, r, seed=1)
+        gen = generate(llm, r, reasoning.reasons, seed=2)
+    assert len(reasoning.reasons) == 5 and gen.intervention_match and gen.generated_intervention == "Cisplatin"
+    prompt = srv.requests[-1]["body"]["messages"][-1]["content"]
+    assert "Here are five reasons that could lead to the success of clinical trials of Cisplatin:" in prompt
+    assert reasoning.reasons[0] in prompt and prompt.count("Successful clinical trial example: {") == 3

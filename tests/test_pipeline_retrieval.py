@@ -110,3 +110,15 @@ def test_xml_examples_are_json_of_the_xml_and_results_go_first(con, labels):
     assert truncated and n <= whole // 4 and n == count(text)
     assert changes[0] == "clinical_results"
     assert json.loads(text)["brief_title"] == doc["brief_title"]
+
+
+def test_batch_pool_draws_what_retrieve_draws(con):
+    from core.retrieval import RetrievalPool
+
+    for intervention, label in ((None, None), ("Docetaxel", 0)):
+        pool = RetrievalPool.load(con, "drugbank", 3, intervention)
+        pool.prefetch(con, [i for s in range(4) for i in pool.select(label=label, seed=s)[2]])
+        for s in range(4):
+            a = retrieve(con, intervention=intervention, label=label, seed=s, count_tokens=count, budget=3000)
+            b = pool.retrieve(label=label, seed=s, count_tokens=count, budget=3000)
+            assert a == b
