@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core import config
+from core.cli import main
 from core.ingest import IngestError, sample_data
 from core.ingest import sources as src_mod
 from core.store import connect
@@ -90,7 +91,7 @@ sha256 = "{top_sha}"
 '''
 
 
-def test_without_a_mirror_sources_are_downloaded_and_checked(upstream, tmp_path, monkeypatch):
+def test_without_a_mirror_sources_are_downloaded_and_checked(upstream, tmp_path, monkeypatch, capsys):
     toml = tmp_path / "sources.toml"
     toml.write_text(_toml(upstream, _sha(FIX / "top_a.csv")), encoding="utf-8")
     monkeypatch.setattr(config, "SOURCES_FILE", toml)
@@ -100,6 +101,10 @@ def test_without_a_mirror_sources_are_downloaded_and_checked(upstream, tmp_path,
     summary = sample_data(db)
     assert summary["mirror"] is None
     assert summary["skipped_sources"] == ["ctgov/AllPublicXML-NCT0000xxxx.zip"]  # no upstream URL
+    # the command line: second run reads the verified cache, says what it could not get
+    assert main(["sample-data", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "TOP: 3 trials" in out and "not available (no mirror copy, no upstream URL): ctgov/AllPublicXML" in out
     assert (tmp_path / "cache" / "drugbank" / "drugbank_vocabulary.csv").read_bytes() == (FIX / "drugbank_small.csv").read_bytes()
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM trials").fetchone()[0] == 3
