@@ -149,6 +149,19 @@ def estimate(db: str | Path | None, n: int, *, model: str = "gpt-4o-mini", inter
             "sampled_items": len(per_item)}
 
 
+def _public_url(url: str | None) -> str | None:
+    """The endpoint without any credentials in it (user:password@, ?api-key=...), for the store."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 class Batch:
     """One run: state shared by its items."""
 
@@ -441,7 +454,7 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
     llm = get_llm(backend, model=model, base_url=base_url, api_key=api_key, on_call=log_buffer.append,
                   n_ctx=n_ctx, max_retries=max_retries, timeout_s=timeout_s)
     params = {"intervention": intervention, "drugbank_id": drug["drugbank_id"] if drug else None, "label": label,
-              "seed": seed, "backend": backend, "base_url": base_url, "model": llm.model, "concurrency": concurrency,
+              "seed": seed, "backend": backend, "base_url": _public_url(base_url), "model": llm.model, "concurrency": concurrency,
               "max_tokens": max_tokens, "temperature": temperature, "rule": rule, "min_each": min_each, "k": k,
               "attempts": attempts, "example_budget_cap": example_budget_cap}
     batch = Batch(db, run_id, n, params, prompts, llm, log_buffer, concurrency, show_progress, on_progress)

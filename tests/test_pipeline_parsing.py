@@ -46,6 +46,15 @@ def test_overrides_change_the_hash_and_unknown_parts_are_refused():
         load_prompts({"reasoning": {"nonsense": "x"}})
     with pytest.raises(PromptError, match="unknown stage"):
         load_prompts({"retrieval": {"context": "x"}})
+    with pytest.raises(PromptError, match="bad placeholder"):
+        load_prompts({"generation": {"constraint": "The intervention must be {intervention_nam}."}})
+
+
+def test_endpoint_credentials_are_not_kept():
+    from core.batch import _public_url
+
+    assert _public_url("https://user:pw@example.org:8443/v1?api-key=abc") == "https://example.org:8443/v1"
+    assert _public_url(None) is None
 
 
 # ---- reasons ----

@@ -45,8 +45,17 @@ def load_prompts(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str
                 raise PromptError(f"prompt override: unknown part {stage}.{part} (known: {', '.join(PARTS[stage])})")
             elif not isinstance(value, str):
                 raise PromptError(f"prompt override {stage}.{part}: must be text")
+            try:  # a placeholder typo or a stray brace would only fail mid-run: check now
+                value.format(**_DUMMY)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise PromptError(f"prompt override {stage}.{part}: bad placeholder ({exc}); known: "
+                                  f"{', '.join('{' + k + '}' for k in _DUMMY)}; write literal braces as {{{{ }}}}") from None
             prompts[stage][part] = value
     return prompts
+
+
+_DUMMY = {"intervention": "X", "label_word": "Successful", "outcome_verb": "succeed", "outcome_noun": "success",
+          "outcome_adj": "successful", "example": "{}", "reasons": "1. r", "opening": "{"}
 
 
 def prompt_hash(prompts: dict[str, Any]) -> str:
