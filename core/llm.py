@@ -569,6 +569,13 @@ class LocalLLM(LLM):
         self.model = LOCAL_MODEL_NAME if self.model_path.name.startswith("gemma-3-270m") else self.model_path.stem
         self.context_window = int(n_ctx or DEFAULT_LOCAL_N_CTX)
         self._llama, self._lock = _load_llama(self.model_path, self.context_window)
+        meta = self._llama.metadata
+        trained = int(meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0)
+        if trained and self.context_window > trained:  # beyond what the model was trained for: cap it
+            with _MODELS_LOCK:
+                _MODELS.pop((str(self.model_path), self.context_window), None)
+            self.context_window = trained
+            self._llama, self._lock = _load_llama(self.model_path, trained)
         self._add_bos = self._llama.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true"
 
     def count_tokens(self, text: str) -> int:
