@@ -310,6 +310,7 @@ class Batch:
                 store.update_run(con, self.run_id, add_cost=cost)
             slots.release()
             held = False
+            stage = "store"
             await self.write(save)
             self.cost += cost
             self.done += 1
@@ -320,8 +321,6 @@ class Batch:
             if held:
                 slots.release()
                 held = False
-            if stage == "validation":
-                stage = "store"
             await self._fail(index, sid, stage, exc, intended, label, retrieval, reasons)
             return "failed"
         finally:
@@ -372,12 +371,15 @@ class Batch:
 
         async def one(i: int) -> None:
             nonlocal pending
-            outcome = await self.item(i, sem)
+            try:
+                await self.item(i, sem)
+            except Exception as exc:  # noqa: BLE001 - not even its failure could be stored (store locked?)
+                print(f"item {i}: not recorded ({type(exc).__name__}: {exc}); re-run with --run-id "
+                      f"{self.run_id} to redo it", file=sys.stderr)
             pending -= 1
             bar.update(1)
             bar.set_postfix(failed=self.failed)
             self.progress("running", pending)
-            _ = outcome
 
         self.queue = asyncio.Queue()
         writer = asyncio.create_task(self._writer())
