@@ -128,7 +128,7 @@ with st.container(border=True):
         if source:
             argv += ["--synthetic-source", source]
         run_id = jobs.start(db, argv)
-        st.session_state["ft_selected"] = run_id
+        st.session_state["ft_pick"] = run_id  # the runs panel below shows the new run
         st.success(f"Started run {run_id}")
 
 # ---------------------------------------------------------------- what the classifier sees
@@ -190,14 +190,14 @@ def runs_panel() -> None:
         "training": _arg(j, "--train") or (f"{float(_arg(j, '--synthetic-ratio')):.0%} synthetic"
                                            if _arg(j, "--synthetic-ratio") else ""),
         "started": _when(j.get("started_at")), "finished": _when(j.get("finished_at")),
-        "duration (s)": round(j["duration_s"], 1) if j.get("duration_s") is not None else None,
-        "stored": bool(j.get("stored")),
+        "duration (s)": f"{j['duration_s']:.1f}" if j.get("duration_s") is not None else "",
+        "stored": "yes" if j.get("stored") else "no",
     } for j in all_jobs])
-    st.dataframe(table, hide_index=True, key="ft_runs_table")
+    st.table(table.set_index("run"))  # small, and plain HTML: readable by people and by screen readers
     ids = [j["run_id"] for j in all_jobs]
-    chosen = st.session_state.get("ft_selected")
-    pick = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key="ft_pick")
-    st.session_state["ft_selected"] = pick
+    if st.session_state.get("ft_pick") not in ids:
+        st.session_state.pop("ft_pick", None)
+    pick = st.selectbox("Run", ids, key="ft_pick")
     j = next(x for x in all_jobs if x["run_id"] == pick)
     p = j.get("progress") or {}
     if j.get("status") in jobs.ACTIVE:
