@@ -86,17 +86,10 @@ def open_read(db: str | Path | None) -> Iterator[Any]:
 
 
 def eligible_interventions(con: Any) -> tuple[list[str], str]:
-    """Retrieval-eligible interventions: the pipeline's rule (core.retrieval) when available."""
-    try:
-        from core import retrieval  # the pipeline's module (may not exist in older checkouts)
-    except ImportError:
-        retrieval = None
-    fn = getattr(retrieval, "eligible_interventions", None) if retrieval else None
-    if fn is not None:
-        names = fn(con)
-        return [n if isinstance(n, str) else (n.get("name") if isinstance(n, dict) else n[0]) for n in names], \
-            "retrieval-eligible interventions (core.retrieval)"
-    return xstore.eligible_interventions_fallback(con), "retrieval-eligible interventions (≥3 successes and ≥3 failures)"
+    """Retrieval-eligible interventions (the pipeline's rule, core.retrieval): DrugBank common names."""
+    from core import retrieval
+
+    return [d["name"] for d in retrieval.eligible_interventions(con)], "retrieval-eligible interventions (core.retrieval)"
 
 
 def load_dataset(db: str | Path | None, synthetic_source: str | None = None, scrub_mode: str = "strict") -> Dataset:

@@ -132,8 +132,9 @@ def _fit_tfidf(split: Any, seed: int, train_mode: str, progress: Callable | None
 class _Encoded:
     """A list of tokenized examples (unpadded: the collator pads each batch to its longest)."""
 
-    def __init__(self, tokenizer: Any, examples: list[Any], max_length: int):
-        enc = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
+    def __init__(self, tokenizer: Any, examples: list[Any], max_length: int, pad_to_max: bool = False):
+        enc = tokenizer([e.text for e in examples], truncation=True, max_length=max_length,
+                        padding="max_length" if pad_to_max else False)
         self.items = [{k: enc[k][i] for k in enc.keys()} | {"labels": int(e.label)} for i, e in enumerate(examples)]
 
     def __len__(self) -> int:
@@ -183,7 +184,11 @@ def _device() -> str:
 
 def _fit_hf(spec: ModelSpec, split: Any, seed: int, train_mode: str, epochs: int, max_length: int,
             progress: Callable | None, learning_rate: float = PAPER_DEFAULTS["learning_rate"],
-            batch_size: int = PAPER_DEFAULTS["batch_size"], weight_decay: float = PAPER_DEFAULTS["weight_decay"]) -> FitOutput:
+            batch_size: int = PAPER_DEFAULTS["batch_size"], weight_decay: float = PAPER_DEFAULTS["weight_decay"],
+            pad_to_max: bool = False, group_by_length: bool | None = None) -> FitOutput:
+    """pad_to_max / group_by_length exist for the benchmark's baseline (the paper-style setting:
+    every batch padded to max_length, random order); by default batches are padded to their longest
+    trial and, on CUDA, grouped by length."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
@@ -207,18 +212,19 @@ def _fit_hf(spec: ModelSpec, split: Any, seed: int, train_mode: str, epochs: int
             eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
             metric_for_best_model="eval_loss", greater_is_better=False, save_total_limit=1, save_only_model=True,
             seed=seed, data_seed=seed, bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda,
-            train_sampling_strategy="group_by_length" if cuda else "random",
+            train_sampling_strategy="group_by_length" if (cuda if group_by_length is None else group_by_length)
+            else "random",
             dataloader_num_workers=2 if cuda else 0, logging_strategy="steps",
             logging_steps=max(1, min(50, len(split.train) // (4 * batch_size))),
             report_to="none", disable_tqdm=True,
         )
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cuda else None)
-        val = _Encoded(tokenizer, split.val, max_length)
-        test = _Encoded(tokenizer, split.test, max_length)
+        val = _Encoded(tokenizer, split.val, max_length, pad_to_max)
+        test = _Encoded(tokenizer, split.test, max_length, pad_to_max)
         callback = _progress_callback(progress)
         train_s, sps = 0.0, None
         if train_mode != "none" and split.train:
-            train = _Encoded(tokenizer, split.train, max_length)
+            train = _Encoded(tokenizer, split.train, max_length, pad_to_max)
             trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                               data_collator=collator, callbacks=[callback])
             t0 = time.perf_counter()

@@ -99,6 +99,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
         if spec.note:
             print(f"note: {spec.note}", file=sys.stderr)
         print(f"model: {spec.name}", file=sys.stderr)
+        if files:
+            files.status("running", model_used=spec.name, model_note=spec.note)
+            files.progress({"stage": "reading the store"})
         try:
             ds = X.load_dataset(args.db, args.synthetic_source, args.scrub_mode)  # short read-only connection
             X.check_request(ds, args.experiment, train, ratio)

@@ -158,6 +158,8 @@ def _progress_text(j: dict) -> str:
     p = j.get("progress") or {}
     if not p:
         return ""
+    if p.get("seed") is None:
+        return p.get("stage") or ""
     parts = [f"seed {p.get('seed')} ({(p.get('seed_index') or 0) + 1}/{p.get('n_seeds')})"]
     if p.get("max_steps"):
         parts.append(f"step {p.get('step')}/{p.get('max_steps')}")

@@ -118,25 +118,6 @@ def trial_intervention_keys(con: duckdb.DuckDBPyConnection) -> dict[str, set[str
     return out
 
 
-def eligible_interventions_fallback(con: duckdb.DuckDBPyConnection, min_each: int = 3) -> list[str]:
-    """The paper's retrieval rule, used only until core.retrieval provides it: DrugBank drugs that are
-    the first matched intervention of at least `min_each` successful and `min_each` failed trials."""
-    rows = con.execute(
-        f"""
-        WITH first_match AS (
-            SELECT nct_id, arg_min(drugbank_id, position) AS drugbank_id FROM intervention_matches GROUP BY nct_id
-        )
-        SELECT d.common_name
-        FROM first_match f JOIN ({effective_label_sql()}) l USING (nct_id) JOIN drugbank d USING (drugbank_id)
-        GROUP BY d.common_name
-        HAVING sum(CASE WHEN l.label = 1 THEN 1 ELSE 0 END) >= ? AND sum(CASE WHEN l.label = 0 THEN 1 ELSE 0 END) >= ?
-        ORDER BY d.common_name
-        """,
-        [min_each, min_each],
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 # ---- runs and results ------------------------------------------------------------------------
 
 def save_run(con: duckdb.DuckDBPyConnection, run: dict[str, Any], per_seed: list[dict[str, Any]]) -> None:
