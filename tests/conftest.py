@@ -128,9 +128,17 @@ def page(browser):
 
 
 def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running...' indicator)."""
+    """Wait until Streamlit has finished running the script.
+
+    The app root carries `data-test-script-state` ('initial' before the first run, then 'running' /
+    'notRunning'); waiting on it avoids returning before the script has even started.
+    """
     pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
     pg.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                && !document.querySelector('[data-testid="stStatusWidget"]');
+        }""",
         timeout=timeout_ms,
     )
