@@ -595,7 +595,7 @@ def scatter_figure(points: list[dict[str, Any]], color_by: str = "kind", title: 
                            "Intervention: %{customdata[3]}<br>Label: %{customdata[5]}<extra></extra>"),
         ))
     fig.update_layout(title=title, legend_title_text=color_by.replace("_", " "), height=620,
-                      dragmode="lasso", margin=dict(t=40 if title else 10, b=10),
+                      dragmode="lasso", clickmode="event+select", margin=dict(t=40 if title else 10, b=10),
                       xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""))
     return fig
 

@@ -62,19 +62,21 @@ sets_job = analysis.job_dir(db, sets_params, (), True)
 
 
 @st.fragment(run_every=1.0)
-def job_progress(folder, title: str) -> None:
-    """Polls the background job's progress file; reruns the page once the job has finished."""
+def _poll(folder, title: str) -> None:
+    """Polls a running job's progress file; reruns the whole page once the job has ended."""
     job = analysis.job_state(folder)
-    if not job:
-        return
-    if job["state"] == "running":
-        with st.status(title, expanded=True, state="running"):
-            st.progress(min(max(float(job.get("fraction") or 0), 0.0), 1.0), text=job.get("stage") or "…")
-    elif job["state"] == "done":
-        if st.session_state.get(f"seen_{folder.name}") != job.get("updated"):
-            st.session_state[f"seen_{folder.name}"] = job.get("updated")
-            st.rerun()
-    else:
+    if not job or job["state"] != "running":
+        st.rerun()
+    with st.status(title, expanded=True, state="running"):
+        st.progress(min(max(float(job.get("fraction") or 0), 0.0), 1.0), text=job.get("stage") or "…")
+
+
+def job_progress(folder, title: str) -> None:
+    # Poll only while a job runs: an idle page does not rerun every second.
+    job = analysis.job_state(folder)
+    if job and job["state"] == "running":
+        _poll(folder, title)
+    elif job and job["state"] in ("error", "died"):
         st.error(f"{title} failed: {job.get('message')}")
 
 
@@ -89,12 +91,10 @@ cols = st.columns([1, 1, 3])
 if cols[0].button("Compute" if not have_all else "Recompute", type="primary" if not have_all else "secondary",
                   disabled=running(main_job), key="emb_compute", icon=":material/play_arrow:"):
     analysis.start_job(db, params, projections, recompute=have_all)
-    st.session_state.pop(f"seen_{main_job.name}", None)
     st.rerun()
 if cols[1].button("Metrics for every set", disabled=running(sets_job), key="emb_compute_sets",
                   help="Quality metrics of each synthetic set separately, for the side-by-side table"):
     analysis.start_job(db, sets_params, (), each_set=True)
-    st.session_state.pop(f"seen_{sets_job.name}", None)
     st.rerun()
 if res["quality_row"]:
     row = res["quality_row"]
@@ -187,7 +187,11 @@ with tab_quality:
                "(0.5 = indistinguishable). Privacy: cosine distance of each synthetic trial to its closest real "
                f"trial; near copies are at most {params.copy_threshold:g} away. Diversity: mean pairwise cosine "
                "(lower = more diverse) and distinct-n over the text. Validation: from each trial's checks.")
-    st.dataframe(pd.DataFrame(analysis.quality_table(per_set)), hide_index=True, key="emb_quality_table")
+    def fmt(v) -> str:
+        return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else f"{v:,}")
+
+    st.table(pd.DataFrame([{k: (v if k == "metric" else fmt(v)) for k, v in row.items()}
+                           for row in analysis.quality_table(per_set)]).set_index("metric"))
     if missing:
         st.caption(f"Not computed with these parameters yet: {', '.join(missing)} (use **Metrics for every set**).")
     if q["near_copy_examples"]:

@@ -61,14 +61,44 @@ def test_compute_then_histogram_map_hover_and_quality(tmp_path, streamlit_server
     hovered = page.locator(".hoverlayer .hovertext").first.text_content()
     assert re.search(r"NCT9\d{7} \(real\)|synthetic\)", hovered) and "Intervention:" in hovered
 
-    # clicking the point shows its record below the map
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.get_by_text("Text embedded (scrubbed serialization)").wait_for()
-    heading = page.get_by_role("heading", name=re.compile(r"(Real|Synthetic) trial ")).inner_text()
-    assert re.search(r"Real trial NCT9\d{7}|Synthetic trial " + re.escape(FIXTURE_SOURCE), heading)
+    hovered_id = re.search(r"NCT9\d{7}|" + re.escape(FIXTURE_SOURCE) + r":\d+", hovered)
+
+    def lasso(cx: float, cy: float, rx: float, ry: float | None = None) -> None:
+        ry = rx if ry is None else ry
+        page.mouse.move(cx - rx, cy - ry)
+        page.mouse.down()
+        for x, y in [(cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 1)]:
+            page.mouse.move(x, y, steps=4)
+        page.mouse.up()
+
+    # a small lasso around the hovered point shows that trial's record (or lists it with its neighbours)
+    page.mouse.move(5, 5)  # away from the plot: the hover label goes
+    box = page.locator(".js-plotly-plot .scatterlayer .point").first.bounding_box()
+    lasso(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, 6)
+    page.wait_for_function("() => document.body.innerText.includes('Text embedded (scrubbed serialization)') || "
+                           "(/\\b[2-9] selected trials/).test(document.body.innerText)")
+    wait_for_app(page)
+    body = page.locator("body").inner_text()
+    if "Text embedded (scrubbed serialization)" in body:
+        assert re.search(r"(Real trial NCT9\d{7}|Synthetic trial " + re.escape(FIXTURE_SOURCE) + ")", body)
+        assert "Interventions: Drug: " in body  # the embedded text of the selected record
+        if hovered_id:
+            assert hovered_id.group(0) in body
+    else:  # points drawn on top of each other: the lasso caught a few, listed instead
+        assert re.search(r"\b[2-9] selected trials", body)
+
+    # a lasso over the whole plot lists every trial
+    area = [b for b in (page.locator(".js-plotly-plot .nsewdrag").nth(i).bounding_box()
+                        for i in range(page.locator(".js-plotly-plot .nsewdrag").count())) if b][0]
+    lasso(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, area["width"] / 2 - 1, area["height"] / 2 - 1)
+    page.get_by_text("42 selected trials").wait_for()
 
     page.get_by_role("tab", name="Quality metrics").click()
-    table = page.locator('[data-testid="stDataFrame"]').filter(has_text="Detection AUC")
+    table = page.locator('[data-testid="stTable"]').filter(has_text="Detection AUC")
     table.wait_for()
-    text = table.inner_text()
-    assert "All sets together" in text and "Near copies" in text and "Leakage rate" in text
+    cells = table.evaluate("t => Array.from(t.querySelectorAll('tr')).map("
+                           "r => Array.from(r.querySelectorAll('th,td')).map(c => c.innerText.trim()))")
+    rows = {r[0]: r[1:] for r in cells if r}
+    assert "All sets together" in table.inner_text()
+    assert rows["Synthetic trials"] == ["18"] and rows["Near copies"] == ["0"]
+    assert float(rows["Detection AUC (0.5 = indistinguishable)"][0]) > 0.9  # another topic: easy to tell apart
