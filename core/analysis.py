@@ -589,7 +589,7 @@ def scatter_figure(points: list[dict[str, Any]], color_by: str = "kind", title: 
             x=[p["x"] for p in pts], y=[p["y"] for p in pts], mode="markers", name=f"{value} ({len(pts)})",
             marker=dict(size=7, opacity=0.8,
                         symbol=["circle" if p["kind"] == "real" else "diamond" for p in pts]),
-            customdata=[[p["id"], p["nct_id"] or "-", (p["title"] or "")[:90], p["intervention"] or "-",
+            customdata=[[p["id"], p["nct_id"] or p["id"], (p["title"] or "")[:90], p["intervention"] or "-",
                          p["kind"], p["label"]] for p in pts],
             hovertemplate=("<b>%{customdata[1]}</b> (%{customdata[4]})<br>%{customdata[2]}<br>"
                            "Intervention: %{customdata[3]}<br>Label: %{customdata[5]}<extra></extra>"),

@@ -161,8 +161,8 @@ with tab_map:
         color_label = c2.selectbox("Colour by", list(analysis.COLOR_BY), key="emb_color")
         proj = res["projections"][method]
         fig = analysis.scatter_figure(proj["points"], analysis.COLOR_BY[color_label])
-        st.caption("Circles: real trials; diamonds: synthetic. Click a point to see its record; draw a lasso "
-                   "(the default drag) or a box to list several.")
+        st.caption("Circles: real trials; diamonds: synthetic. Select one point (click it, or a small lasso "
+                   "around it) to see its record; a lasso (the default drag) or a box lists several.")
         event = st.plotly_chart(fig, key=f"emb_map_{method}_{analysis.COLOR_BY[color_label]}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"))
         chosen = []

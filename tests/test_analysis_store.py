@@ -169,3 +169,28 @@ def test_results_are_stored_with_parameters_and_reused(tmp_path):
     assert len(rows) == 2
     assert sorted(r["seed"] for r in rows) == [3, 4]
     assert all(r["params"]["pairs"] == 500 and r["params"]["real_scope"] == "interventions" for r in rows)
+
+
+def test_real_trials_of_the_sets_interventions_by_drugbank_match_or_name(tmp_path):
+    from core.store import analysis as store
+    from core.store import connect
+
+    db = build_store(tmp_path / "s.duckdb", n_real=4, synthetic="none")
+    with connect(db) as con:
+        # a labelled trial naming the drug by a brand name, matched to DrugBank by ingest
+        _insert_real(con, [normalize_record({"nct_id": "NCT70000001", "brief_title": "Taxol in lung cancer",
+                                             "interventions": [{"type": "Drug", "name": "Taxol"}]})], [1])
+        con.execute("INSERT INTO drugbank (drugbank_id, common_name) VALUES ('DB01229', 'Paclitaxel')")
+        con.execute("INSERT INTO intervention_matches VALUES ('NCT70000001', 0, 'Taxol', 'Drug', 'DB01229', "
+                    "'synonym_normalized')")
+        # an unlabelled trial of the same drug is not compared; another drug is not either
+        con.execute("INSERT INTO trials (nct_id, interventions) VALUES ('NCT70000002', "
+                    "[{'type': 'Drug', 'name': 'Paclitaxel', 'description': NULL, 'other_names': []}])")
+        _insert_real(con, [normalize_record({"nct_id": "NCT70000003",
+                                             "interventions": [{"type": "Drug", "name": "Metformin"}]})], [0])
+        rows = store.real_for_analysis(con, ["paclitaxel"])
+        everything = store.real_for_analysis(con, None)
+    by_id = {r["nct_id"]: r for r in rows}
+    assert set(by_id) == {f"NCT9{i:07d}" for i in range(4)} | {"NCT70000001"}
+    assert by_id["NCT70000001"]["matched_intervention"] == "Paclitaxel" and by_id["NCT70000001"]["label"] == 1
+    assert {r["nct_id"] for r in everything} == set(by_id) | {"NCT70000003"}

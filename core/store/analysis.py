@@ -192,6 +192,15 @@ def synthetic_by_ids(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str
     return out
 
 
+def trial_records(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[dict[str, Any]]:
+    """Canonical records of real trials (labelled or not), by NCT id; for benchmarks and maps of everything."""
+    cols = ", ".join(TRIAL_FIELDS)
+    sql = f"SELECT {cols} FROM trials ORDER BY nct_id" + (" LIMIT ?" if limit else "")
+    cur = con.execute(sql, [int(limit)] if limit else [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 def _label_sql() -> str:
     from core.store.trials import effective_label_sql
 

@@ -1,0 +1,121 @@
+"""Benchmark: embed and project (t-SNE and UMAP) N real trials on this machine's CPU cores.
+
+    python benchmarks/bench_embed_project.py [--db STORE] [--n 10000] [--subset 200]
+
+Without --db, the data mirror is loaded into a temporary store first (not timed). Prints the
+time of each stage and two same-process ratios against baselines:
+  - batched encoder (length-sorted batches of 64) vs naive one-text-at-a-time, on a subset;
+  - cached vs uncached embedding of all N texts (the store's (text hash, model) cache).
+Goal (issue 5): embed + t-SNE + UMAP of 10,000 trials under 2 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", help="store with real trials (default: load the mirror into a temp store)")
+    ap.add_argument("--n", type=int, default=10_000, help="trials to embed and project")
+    ap.add_argument("--subset", type=int, default=200, help="texts for the batched vs one-by-one comparison")
+    ap.add_argument("--skip-tsne", action="store_true")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from core import analysis, embeddings
+    from core.serialize import classifier_text
+    from core.store import analysis as store
+    from core.store import connect
+
+    print(f"cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}")
+    tmp = None
+    db = Path(args.db) if args.db else None
+    if db is None:
+        from core.ingest import sample_data
+
+        tmp = tempfile.TemporaryDirectory()
+        db = Path(tmp.name) / "bench.duckdb"
+        t = time.perf_counter()
+        sample_data(db)
+        print(f"(setup, not timed: mirror loaded in {time.perf_counter() - t:.1f} s)")
+    # a private embeddings cache: start uncached whatever the store held
+    work = Path(tempfile.mkdtemp()) / "cache.duckdb"
+
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with connect(db, read_only=True) as con:
+        records = store.trial_records(con, args.n)
+    texts = [classifier_text(r) for r in records]
+    stages["load + serialize"] = time.perf_counter() - t0
+    n = len(texts)
+    print(f"trials: {n} (asked {args.n}); mean text length {np.mean([len(t) for t in texts]):.0f} chars")
+
+    t = time.perf_counter()
+    enc = embeddings.get_encoder("minilm")
+    stages["load encoder"] = time.perf_counter() - t
+    print(f"encoder: {enc.key}")
+
+    # baseline 1: naive one-by-one vs batched, same subset, same process
+    sub = texts[: args.subset]
+    t = time.perf_counter()
+    for x in sub:
+        enc.encode([x])
+    naive = time.perf_counter() - t
+    t = time.perf_counter()
+    embeddings.embed_texts(sub, encoder=enc)  # batched, no store
+    batched = time.perf_counter() - t
+    print(f"subset of {len(sub)}: one-by-one {naive:.1f} s, batched {batched:.1f} s -> "
+          f"batched is {naive / batched:.2f}x faster")
+
+    t = time.perf_counter()
+    last = [0.0]
+
+    def prog(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 15 or done == total:
+            last[0] = now
+            print(f"  embedded {done}/{total} ({now - t:.0f} s)", flush=True)
+
+    emb = embeddings.embed_texts(texts, encoder=enc, db=work, progress=prog)
+    stages["embed (uncached, batched, stored)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    emb2 = embeddings.embed_texts(texts, encoder=enc, db=work)
+    stages["embed again (cached)"] = time.perf_counter() - t
+    assert np.allclose(emb, emb2, atol=1e-6)
+
+    if not args.skip_tsne:
+        t = time.perf_counter()
+        xy = analysis.project(emb, "tsne", seed=0, perplexity=30, max_iter=1000)
+        stages["t-SNE (perplexity 30, 1000 iterations)"] = time.perf_counter() - t
+        assert xy.shape == (n, 2)
+    t = time.perf_counter()
+    xy = analysis.project(emb, "umap", seed=0)
+    stages["UMAP"] = time.perf_counter() - t
+    assert xy.shape == (n, 2)
+
+    print("\nstage times:")
+    for k, v in stages.items():
+        print(f"  {k:<42} {v:8.1f} s")
+    first = sum(v for k, v in stages.items() if k != "embed again (cached)")
+    cached = first - stages["embed (uncached, batched, stored)"] + stages["embed again (cached)"]
+    print(f"\nend to end, uncached embeddings: {first:8.1f} s   (goal: under 120 s)")
+    print(f"end to end, cached embeddings:   {cached:8.1f} s")
+    print(f"ratio uncached/cached embedding: {stages['embed (uncached, batched, stored)'] / stages['embed again (cached)']:.0f}x")
+    print(f"ratio one-by-one/batched encoding (subset): {naive / batched:.2f}x")
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
