@@ -3,6 +3,7 @@ its hover data, the quality table and a selected point's record."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,15 @@ def test_compute_then_histogram_map_hover_and_quality(tmp_path, streamlit_server
     assert "All sets together" in table.inner_text()
     assert rows["Synthetic trials"] == ["18"] and rows["Near copies"] == ["0"]
     assert float(rows["Detection AUC (0.5 = indistinguishable)"][0]) > 0.9  # another topic: easy to tell apart
+
+
+def test_page_without_synthetic_trials_says_what_to_do(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    db = build_store(tmp_path / "none.duckdb", synthetic="none")
+    monkeypatch.setenv("CTGEN_DB", str(db))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.switch_page("pages/6_Embeddings.py").run()
+    assert not at.exception
+    assert any("No synthetic trials in the store yet" in i.value for i in at.info)
+    assert not at.button  # nothing to compute
