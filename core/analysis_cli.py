@@ -77,13 +77,19 @@ def run(args: argparse.Namespace) -> int:
 
         with connect(db) as con:
             sources = [s for s, _ in store.synthetic_sources(con)] or [None]
-    code = 0
+    code, failed = 0, []
     for k, source in enumerate(sources):
         p = params if source == params.synthetic_source else dataclasses.replace(params, synthetic_source=source)
         label = f"[{k + 1}/{len(sources)}: {source}] " if len(sources) > 1 else ""
-        code = max(code, _run_one(args, db, p, label))
+        one = _run_one(args, db, p, label)
+        if one:
+            failed.append(str(source))
+        code = max(code, one)
     if code == 0:
         write_progress(args.progress_file, state="done", stage="Done", fraction=1.0, message="")
+    elif len(sources) > 1:  # one set's message alone would hide which sets failed
+        write_progress(args.progress_file, state="error", stage="", fraction=1.0,
+                       message=f"failed for: {', '.join(failed)} (see the job's log.txt)")
     return code
 
 
