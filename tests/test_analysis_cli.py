@@ -64,3 +64,19 @@ def test_unknown_synthetic_source_exits_2_naming_the_sets(tmp_path):
     assert "'nope'" in p.stderr and "--synthetic-source" in p.stderr and FIXTURE_SOURCE in p.stderr
     missing = analyze("--db", str(tmp_path / "absent.duckdb"))
     assert missing.returncode == 2 and "absent.duckdb" in missing.stderr
+
+
+def test_each_set_is_analysed_separately(tmp_path):
+    from core.store import connect
+    from test_analysis_store import insert_synthetic, oncology_record
+
+    db = build_store(tmp_path / "two.duckdb", n_real=20, synthetic="dermatology", n_synth=10)
+    with connect(db) as con:  # a second set: copies of real trials, under another source name
+        insert_synthetic(con, [oncology_record(i) for i in range(6)], "Paclitaxel", source="test-fixture:copies")
+    p = analyze("--db", str(db), "--each-set", "--pairs", "1000", "--json")
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in p.stdout.strip().splitlines() if x.startswith("{")]
+    by_set = {x["synthetic_source"]: x for x in lines}
+    assert set(by_set) == {FIXTURE_SOURCE, "test-fixture:copies"}
+    assert by_set["test-fixture:copies"]["near_copies"] == 6 and by_set[FIXTURE_SOURCE]["near_copies"] == 0
+    assert by_set[FIXTURE_SOURCE]["n_synthetic"] == 10 and by_set["test-fixture:copies"]["n_synthetic"] == 6
