@@ -9,6 +9,9 @@ import sys
 import time
 from typing import Any
 
+import duckdb
+
+from core import config
 from core import experiments as X
 
 
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_finetune(args: argparse.Namespace) -> int:
     from core.finetune import resolve_model
     from core.jobs import JobFiles
+    from core.store import StoreLocked
 
     files = JobFiles(args.job_dir) if args.job_dir else None
     if files:
@@ -105,10 +109,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         try:
             ds = X.load_dataset(args.db, args.synthetic_source, args.scrub_mode)  # short read-only connection
             X.check_request(ds, args.experiment, train, ratio)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, X.ExperimentError, StoreLocked) as exc:
             return _fail(files, str(exc))
-        except X.ExperimentError as exc:
-            return _fail(files, str(exc))
+        except duckdb.Error as exc:
+            return _fail(files, f"{config.db_path(args.db)}: cannot be read as a store ({exc})")
         print(f"set A: {len(ds.set_a)} trials ({ds.interventions_from}: {len(ds.interventions)}); "
               f"set B: {len(ds.set_b)}; synthetic: {len(ds.synthetic)}", file=sys.stderr)
         state = {"seed_index": -1}
@@ -138,7 +142,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
             bar.close()
         if files:
             files.result(run_row, per_seed)  # on disk first: nothing is lost if the store stays busy
-        X.store_run(args.db, run_row, per_seed)
+        try:
+            X.store_run(args.db, run_row, per_seed)
+        except StoreLocked as exc:
+            if not files:
+                raise
+            # Kept in result.json; the Fine-tune page stores it as soon as the store is free.
+            print(f"warning: {exc}; results kept in {files.dir / 'result.json'}", file=sys.stderr)
+            files.status("done", finished_at=time.time(), stored=False, model_used=run_row["model_used"])
+            _print_summary(run_row, args.json)
+            return 0
         if files:
             files.status("done", finished_at=time.time(), stored=True, model_used=run_row["model_used"])
         _print_summary(run_row, args.json)
@@ -178,11 +191,15 @@ def _run_table3(args: argparse.Namespace) -> int:
 
     from core.finetune import resolve_model
 
+    from core.store import StoreLocked
+
     try:
         spec = resolve_model(args.model)
         ds = X.load_dataset(args.db, args.synthetic_source, args.scrub_mode)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, StoreLocked) as exc:
         return _err(str(exc))
+    except duckdb.Error as exc:
+        return _err(f"{config.db_path(args.db)}: cannot be read as a store ({exc})")
     if spec.note:
         print(f"note: {spec.note}", file=sys.stderr)
     grid_id = time.strftime("table3-%Y%m%d-%H%M%S")

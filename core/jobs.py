@@ -77,7 +77,11 @@ def start(db: str | Path, argv: list[str], run_id: str | None = None) -> str:
     def _opt(name: str) -> str | None:
         return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else None
 
-    rid = run_id or new_run_id(_opt("--experiment") or "run", _opt("--train") or "")
+    ratio = float(_opt("--synthetic-ratio")) if _opt("--synthetic-ratio") else None
+    if ratio is not None and ratio > 1:
+        ratio /= 100
+    train = _opt("--train") or ("hybrid" if ratio is None or 0 < ratio < 1 else "synthetic" if ratio >= 1 else "real")
+    rid = run_id or new_run_id(_opt("--experiment") or "run", train, ratio)
     d = runs_dir() / rid
     d.mkdir(parents=True, exist_ok=False)
     cmd = [sys.executable, "-m", "core", "finetune", *args, "--db", str(Path(db).resolve()),

@@ -151,6 +151,12 @@ def test_ratio_cli_and_errors(syn_db):
     assert out["synthetic_ratio"] == pytest.approx(0.4) and out["n_train"] == 120
     missing = _cli("finetune", "--db", str(syn_db), "--experiment", "ratio", "--model", "tfidf")
     assert missing.returncode == 2 and "--synthetic-ratio" in missing.stderr
+    no_train = _cli("finetune", "--db", str(syn_db), "--experiment", "in-distribution", "--model", "tfidf")
+    assert no_train.returncode == 2 and "--train is required" in no_train.stderr
+    bad = Path(syn_db).with_name("not-a-store.duckdb")
+    bad.write_text("not a database")
+    broken = _cli("finetune", "--db", str(bad), "--experiment", "in-distribution", "--train", "real", "--model", "tfidf")
+    assert broken.returncode == 2 and str(bad) in broken.stderr and "Traceback" not in broken.stderr
     source = _cli("finetune", "--db", str(syn_db), "--experiment", "in-distribution", "--train", "hybrid",
                   "--model", "tfidf", "--synthetic-source", "nope")
     assert source.returncode == 2 and "'nope'" in source.stderr and SOURCE in source.stderr
