@@ -165,8 +165,8 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
 def validation_rates(rows: Sequence[dict[str, Any]]) -> dict[str, float | int | None]:
     """Intervention-match and leakage rates from each synthetic trial's validation JSON.
 
-    A check whose name mentions "intervention" is the intervention match (ok = matched); one that
-    mentions "leak" is the leakage check (not ok = the text gives the outcome away). Rows without
+    A check whose name mentions "intervention" is the intervention match (ok = matched; core.validation
+    calls it "intervention"); one that mentions "leak" ("label_leak") is the leakage check (not ok = the text gives the outcome away). Rows without
     an intervention check fall back to the `intervention_match` column."""
     match, leak = [], []
     for r in rows:

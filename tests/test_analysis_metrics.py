@@ -75,9 +75,9 @@ def test_diversity_of_copies_of_one_text_is_low(emb):
 
 def test_validation_rates_from_validation_json():
     rows = [
-        {"validation": {"intervention_match": {"ok": True}, "label_leakage": {"ok": True}}},
-        {"validation": {"intervention_match": {"ok": False}, "label_leakage": {"ok": False}}},
-        {"validation": {"intervention_match": {"ok": True}, "label_leakage": {"ok": True}}},
+        {"validation": {"intervention": {"ok": True}, "label_leak": {"ok": True}}},
+        {"validation": {"intervention": {"ok": False}, "label_leak": {"ok": False}}},
+        {"validation": {"intervention": {"ok": True}, "label_leak": {"ok": True}}},
         {"validation": {}, "intervention_match": True},  # no check: the column counts
     ]
     r = analysis.validation_rates(rows)

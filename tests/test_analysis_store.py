@@ -74,15 +74,16 @@ def _insert_real(con, records: list[dict], labels: list[int]) -> None:
 
 def insert_synthetic(con, records: list[dict], intervention: str, source: str = FIXTURE_SOURCE,
                      statuses: list[str] | None = None) -> None:
+    """Synthetic rows through the pipeline's own store function, with its validation check names."""
+    from core.store.synthetic import save_synthetic
+
     for k, rec in enumerate(records):
-        validation = {"intervention_match": {"ok": k % 4 != 0, "detail": "test fixture"},
-                      "label_leakage": {"ok": k % 5 != 0, "detail": "test fixture"}}
-        con.execute(
-            """INSERT INTO synthetic_trials (id, source, item_index, intended_intervention, intended_label,
-                   record, validation, validation_status, example_nct_ids)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [f"{source}:{k}", source, k, intervention, k % 2, json.dumps(rec), json.dumps(validation),
-             (statuses or ["ok", "warning", "invalid"])[k % 3], []])
+        validation = {"intervention": {"ok": k % 4 != 0, "severity": "warning", "detail": "test fixture"},
+                      "label_leak": {"ok": k % 5 != 0, "severity": "warning", "detail": "test fixture"}}
+        save_synthetic(con, {
+            "id": f"{source}:{k}", "source": source, "item_index": k, "intended_intervention": intervention,
+            "intended_label": k % 2, "record": rec, "validation": validation, "example_nct_ids": [],
+            "validation_status": (statuses or ["ok", "warning", "invalid"])[k % 3]})
 
 
 def build_store(path: Path, n_real: int = 24, synthetic: str = "dermatology", n_synth: int = 18) -> Path:
