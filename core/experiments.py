@@ -153,7 +153,8 @@ def _require_synthetic(ds: Dataset, train: str) -> None:
     if not ds.synthetic:
         src = f" with source {ds.synthetic_source!r}" if ds.synthetic_source else ""
         raise ExperimentError(f"--train {train}: the store has no usable synthetic trials{src} "
-                              "(table synthetic_trials; generate some with `python -m core generate` or "
+                              "(usable: validation status not 'invalid', not rejected in review, labelled; "
+                              "table synthetic_trials; generate some with `python -m core generate` or "
                               "`python -m core import-synthetic`); --train real and --train none still work")
 
 
