@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import config
+from core.background import read_json, write_json_atomic
+from core.config import runs_dir
 from core.prompts import PromptError, load_prompts, prompt_hash
 from core.retrieval import MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError, RetrievalPool
 from core.store import connect
@@ -39,28 +41,18 @@ class UsageError(ValueError):
     """Bad arguments (exit 2)."""
 
 
-def runs_dir() -> Path:
-    env = os.environ.get("CTGEN_RUNS_DIR")
-    return Path(env) if env else config.RUNS_DIR
-
-
 def progress_path(run_id: str) -> Path:
     return runs_dir() / run_id / "progress.json"
 
 
 def read_progress(run_id: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(progress_path(run_id).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(progress_path(run_id)) or None
 
 
 def _write_progress(run_id: str, data: dict[str, Any]) -> None:
     path = progress_path(run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    write_json_atomic(path, data)
 
 
 def item_seed(run_seed: int, index: int) -> int:

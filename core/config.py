@@ -37,3 +37,9 @@ def label_preference() -> list[str]:
     """Which label source wins when sources disagree (default: IQVIA, the paper's labels)."""
     raw = os.environ.get("CTGEN_LABEL_PREFERENCE", "iqvia,top")
     return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def runs_dir() -> Path:
+    """Where background jobs keep their state: CTGEN_RUNS_DIR > data/runs."""
+    env = os.environ.get("CTGEN_RUNS_DIR")
+    return Path(env) if env else RUNS_DIR

@@ -7,32 +7,17 @@ command line (visible to every user of the machine), the launch file, the store 
 """
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from core import config
-from core.batch import new_run_id, read_progress, runs_dir
+from core import background
+from core.background import alive, read_json, signal_group, spawn, write_json_atomic
+from core.batch import new_run_id, read_progress
+from core.config import runs_dir
 
 ACTIVE = ("starting", "running")
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def command(db: str | Path, *, n: int, run_id: str, intervention: str | None = None, label: int | None = None,
@@ -59,52 +44,28 @@ def start(db: str | Path, *, api_key: str | None = None, run_id: str | None = No
     d.mkdir(parents=True, exist_ok=True)
     cmd = command(db, run_id=rid, **options)
     if prompts:
-        _write_json(d / "prompts.json", prompts)
+        write_json_atomic(d / "prompts.json", prompts)
         cmd += ["--prompts", str(d / "prompts.json")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "2"}
-    if api_key:
-        env["OPENAI_API_KEY"] = api_key
+    env = {"OPENAI_API_KEY": api_key} if api_key else None
     launch = {"run_id": rid, "db": str(Path(db).resolve()), "cmd": cmd, "created_at": time.time()}
-    with open(d / "log.txt", "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=config.PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    launch["pid"] = proc.pid
-    _write_json(d / "launch.json", launch)
+    launch["pid"] = spawn(cmd, d / "log.txt", env)
+    write_json_atomic(d / "launch.json", launch)
     return rid
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap our own finished child, else it lingers as a zombie
-    except (ChildProcessError, OSError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except OSError:
-        pass
-    return True
 
 
 def state(run_id: str) -> dict[str, Any]:
     """A run's live state: status ('starting', 'running', 'done', 'interrupted', 'failed'), n, done,
     failed, pending, cost_usd, fraction, and the log's tail when it failed."""
-    launch = _read_json(runs_dir() / run_id / "launch.json")
+    launch = read_json(runs_dir() / run_id / "launch.json")
     progress = read_progress(run_id) or {}
     out: dict[str, Any] = {"run_id": run_id, "n": progress.get("n"), "done": progress.get("done", 0),
                            "failed": progress.get("failed", 0), "pending": progress.get("pending"),
                            "cost_usd": progress.get("cost_usd", 0.0), "pid": launch.get("pid")}
-    alive = _alive(launch.get("pid")) if launch else _alive(progress.get("pid"))
+    running = alive(launch.get("pid")) if launch else alive(progress.get("pid"))
     status = progress.get("status")
     if status is None:
-        status = "starting" if alive else ("failed" if launch else "unknown")
-    elif status == "running" and not alive:
+        status = "starting" if running else ("failed" if launch else "unknown")
+    elif status == "running" and not running:
         status = "interrupted"   # killed, or crashed: re-running the same run id completes it
     out["status"] = status
     n = out["n"] or 0
@@ -115,26 +76,15 @@ def state(run_id: str) -> dict[str, Any]:
 
 
 def log_tail(run_id: str, max_chars: int = 4000) -> str:
-    path = runs_dir() / run_id / "log.txt"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - max_chars))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return background.log_tail(runs_dir() / run_id / "log.txt", max_chars)
 
 
 def cancel(run_id: str) -> bool:
     """Stop a run (SIGTERM to its process group). Its finished items stay; the same run id resumes it."""
-    pid = _read_json(runs_dir() / run_id / "launch.json").get("pid")
-    if not _alive(pid):
+    pid = read_json(runs_dir() / run_id / "launch.json").get("pid")
+    if not alive(pid):
         return False
-    try:
-        os.killpg(pid, signal.SIGTERM)   # session leader: pgid == pid
-    except ProcessLookupError:
-        return False
-    return True
+    return signal_group(pid)
 
 
 def estimate(llm: Any, retrieval: Any, *, n: int, max_tokens: int, prompts: dict | None = None,

@@ -7,41 +7,21 @@ State lives in files under RUNS_DIR/<run_id>/ (never in the store, so the app ca
   progress.json  seed, step, max_steps, epoch, loss (written by a Trainer callback)
   result.json    the finished run (kept even after it is stored: nothing is lost if the store is busy)
   log.txt        stdout + stderr of the process
-RUNS_DIR is core.config.RUNS_DIR, or CTGEN_RUNS_DIR when set.
+RUNS_DIR is core.config.runs_dir() (CTGEN_RUNS_DIR when set); file and process helpers: core.background.
 """
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from core import config
+from core import background
+from core.background import alive, read_json, signal_group, spawn, write_json_atomic
+from core.config import runs_dir
 
 ACTIVE = ("queued", "running")
-
-
-def runs_dir() -> Path:
-    env = os.environ.get("CTGEN_RUNS_DIR")
-    return Path(env) if env else config.RUNS_DIR
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic replace, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 class JobFiles:
@@ -53,9 +33,9 @@ class JobFiles:
         self._last = 0.0
 
     def status(self, status: str, **extra: Any) -> None:
-        data = _read_json(self.dir / "status.json")
+        data = read_json(self.dir / "status.json")
         data.update({"status": status, "updated_at": time.time(), **extra})
-        _write_json(self.dir / "status.json", data)
+        write_json_atomic(self.dir / "status.json", data)
 
     def progress(self, info: dict[str, Any]) -> None:
         # At most ~4 writes a second: the Trainer calls back on every step.
@@ -63,10 +43,10 @@ class JobFiles:
         if now - self._last < 0.25 and info.get("stage") == "training":
             return
         self._last = now
-        _write_json(self.dir / "progress.json", {**info, "updated_at": time.time()})
+        write_json_atomic(self.dir / "progress.json", {**info, "updated_at": time.time()})
 
     def result(self, run: dict[str, Any], per_seed: list[dict[str, Any]]) -> None:
-        _write_json(self.dir / "result.json", {"run": run, "per_seed": per_seed})
+        write_json_atomic(self.dir / "result.json", {"run": run, "per_seed": per_seed})
 
 
 def start(db: str | Path, argv: list[str], run_id: str | None = None) -> str:
@@ -87,47 +67,23 @@ def start(db: str | Path, argv: list[str], run_id: str | None = None) -> str:
     cmd = [sys.executable, "-m", "core", "finetune", *args, "--db", str(Path(db).resolve()),
            "--run-id", rid, "--job-dir", str(d)]
     job = {"run_id": rid, "db": str(Path(db).resolve()), "argv": args, "cmd": cmd, "created_at": time.time()}
-    _write_json(d / "job.json", job)
+    write_json_atomic(d / "job.json", job)
     JobFiles(d).status("queued")
-    log = open(d / "log.txt", "ab")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "2"}
-    proc = subprocess.Popen(cmd, cwd=config.PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    log.close()
-    job["pid"] = proc.pid
-    _write_json(d / "job.json", job)
+    pid = spawn(cmd, d / "log.txt")
+    job["pid"] = pid
+    write_json_atomic(d / "job.json", job)
     return rid
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it lingers as a zombie)
-    except (ChildProcessError, OSError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie or a reused pid is not our run
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except OSError:
-        pass
-    return True
 
 
 def read(run_id: str) -> dict[str, Any]:
     """One run's merged state (job, status, progress)."""
     d = runs_dir() / run_id
-    job = _read_json(d / "job.json")
-    status = _read_json(d / "status.json")
-    out = {**job, **status, "progress": _read_json(d / "progress.json"), "dir": str(d),
+    job = read_json(d / "job.json")
+    status = read_json(d / "status.json")
+    out = {**job, **status, "progress": read_json(d / "progress.json"), "dir": str(d),
            "has_result": (d / "result.json").exists()}
     out.setdefault("status", "queued")
-    if out["status"] in ACTIVE and not _alive(job.get("pid")) and time.time() - job.get("created_at", 0) > 5:
+    if out["status"] in ACTIVE and not alive(job.get("pid")) and time.time() - job.get("created_at", 0) > 5:
         out["status"] = "failed"
         out.setdefault("error", "the process ended without reporting (see the log)")
     if out.get("started_at"):
@@ -156,36 +112,23 @@ def list_jobs(db: str | Path | None = None) -> list[dict[str, Any]]:
 def cancel(run_id: str, grace_s: float = 5.0) -> bool:
     """Stop a run: SIGTERM to its process group, SIGKILL after `grace_s`. True if it was running."""
     d = runs_dir() / run_id
-    job = _read_json(d / "job.json")
+    job = read_json(d / "job.json")
     pid = job.get("pid")
-    if not _alive(pid):
+    if not alive(pid):
         return False
-    try:
-        os.killpg(pid, signal.SIGTERM)  # the run is its own session leader: pgid == pid
-    except ProcessLookupError:
+    if not signal_group(pid, signal.SIGTERM):
         return False
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.1)
-    if _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    if alive(pid):
+        signal_group(pid, signal.SIGKILL)
     JobFiles(d).status("cancelled", finished_at=time.time())
     return True
 
 
 def log_tail(run_id: str, max_chars: int = 6000) -> str:
-    path = runs_dir() / run_id / "log.txt"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - max_chars))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return background.log_tail(runs_dir() / run_id / "log.txt", max_chars)
 
 
 def store_pending(db: str | Path) -> list[str]:
@@ -196,7 +139,7 @@ def store_pending(db: str | Path) -> list[str]:
     done = []
     for j in list_jobs(db):
         if j.get("status") == "done" and j.get("has_result") and not j.get("stored"):
-            data = _read_json(Path(j["dir"]) / "result.json")
+            data = read_json(Path(j["dir"]) / "result.json")
             if not data:
                 continue
             store_run(db, data["run"], data["per_seed"], wait_s=10)
