@@ -84,31 +84,47 @@ def example_budget(llm: Any, prompts: dict, max_tokens: int, k: int, cap: int | 
     return budget
 
 
+def estimate_items(llm: Any, retrieval: Retrieval, *, n: int, max_tokens: int, prompts: dict | None = None,
+                   reasons_tokens: int = 350) -> dict[str, Any]:
+    """Cost estimate of n items like this one: exact prompt tokens (with `llm`'s own tokenizer and chat
+    overhead) of this retrieval's reasoning and generation prompts, with reasons of a typical length;
+    replies at `max_tokens` at most (reasoning capped at REASONING_MAX_TOKENS)."""
+    from core.generation import build_prompt as generation_prompt
+    from core.llm import LLMRequest, estimate_cost
+    from core.reasoning import build_prompt as reasoning_prompt
+
+    r_messages, r_document = reasoning_prompt(retrieval, prompts)
+    typical = ["x " * (reasons_tokens // 5)] * 5
+    g_messages, g_document, _ = generation_prompt(retrieval, typical, prompts)
+
+    def prompt_tokens(messages: list[dict], document: str) -> int:
+        req = LLMRequest(messages=messages) if llm.chat else LLMRequest(document=document)
+        return llm.count_prompt_tokens(req)
+
+    p_in = prompt_tokens(r_messages, r_document) + prompt_tokens(g_messages, g_document)
+    typical_out = reasons_tokens + min(max_tokens, 1200)
+    max_out = min(max_tokens, REASONING_MAX_TOKENS) + max_tokens
+    per_item = estimate_cost(llm.model, p_in, typical_out)
+    per_item_max = estimate_cost(llm.model, p_in, max_out)
+    return {
+        "prompt_tokens_per_item": p_in, "completion_tokens_per_item": typical_out,
+        "max_completion_tokens_per_item": max_out,
+        "cost_per_item": per_item, "cost_total": None if per_item is None else per_item * n,
+        "cost_total_max": None if per_item_max is None else per_item_max * n,
+    }
+
+
 def estimate(db: str | Path | None, n: int, *, model: str = "gpt-4o-mini", intervention: str | None = None,
              label: int | None = None, max_tokens: int = DEFAULT_MAX_TOKENS, rule: str = "drugbank",
              min_each: int = MIN_EACH, k: int = 3, seed: int = 0, context_window: int | None = None,
              sample: int = 5) -> dict[str, Any]:
-    """Cost estimate before a batch (for the app): exact prompt tokens of a few sample items (examples
-    fitted as the batch would fit them), the replies taken at their maximum (reasoning capped at
-    REASONING_MAX_TOKENS), times n, priced with core.pricing. cost_usd is None for unpriced models."""
-    from core.generation import build_prompt as gen_prompt
-    from core.llm import encoding_name_for, estimate_cost, tiktoken_encoding
-    from core.pricing import context_window as known_window
-    from core.reasoning import build_prompt as reason_prompt
+    """Cost estimate of a batch with no retrieval in hand: estimate_items on a few sample items (examples
+    fitted as the batch would fit them, counted with `model`'s tokenizer), averaged, times n, replies at
+    their maximum. cost_usd is None for unpriced models."""
+    from core.llm import estimate_cost, get_llm
 
-    enc = tiktoken_encoding(encoding_name_for(model)[0])
-
-    class _Counter:  # enough of the LLM interface for example_budget
-        chat = True
-
-        def __init__(self) -> None:
-            self.model = model
-            self.context_window = context_window or known_window(model) or 8192
-
-        def count_tokens(self, text: str) -> int:
-            return len(enc.encode(text, disallowed_special=()))
-
-    counter = _Counter()
+    # Counting only: no request is sent, so no key is needed.
+    counter = get_llm("openai", model=model, api_key="not-needed-for-counting", n_ctx=context_window)
     prompts = load_prompts()
     budget = example_budget(counter, prompts, max_tokens, k)
     with connect(db) as con:
@@ -121,21 +137,17 @@ def estimate(db: str | Path | None, n: int, *, model: str = "gpt-4o-mini", inter
                 continue
         pool.prefetch(con, [x for d in draws for x in d])
     per_item = []
-    reasoning_out = min(max_tokens, REASONING_MAX_TOKENS)
     for i in range(sample):
         try:
             r = pool.retrieve(label=label, k=k, seed=item_seed(seed, i), count_tokens=counter.count_tokens,
                               budget=budget)
         except RetrievalError:
             continue
-        m1, _ = reason_prompt(r, prompts)
-        m2, _, _ = gen_prompt(r, ["x" * 200] * 5, prompts)
-        tokens = sum(counter.count_tokens(m["content"]) for m in m1 + m2)
-        per_item.append(tokens)
+        per_item.append(estimate_items(counter, r, n=1, max_tokens=max_tokens, prompts=prompts))
     if not per_item:
         raise RetrievalError("no item could be drawn for this intervention/label")
-    prompt_tokens = int(sum(per_item) / len(per_item) * n)
-    completion_tokens = (reasoning_out + max_tokens) * n
+    prompt_tokens = int(sum(e["prompt_tokens_per_item"] for e in per_item) / len(per_item) * n)
+    completion_tokens = per_item[0]["max_completion_tokens_per_item"] * n
     return {"n": n, "model": model, "prompt_tokens": prompt_tokens, "completion_tokens_max": completion_tokens,
             "cost_usd": estimate_cost(model, prompt_tokens, completion_tokens), "example_budget": budget,
             "sampled_items": len(per_item)}

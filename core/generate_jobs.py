@@ -85,32 +85,3 @@ def cancel(run_id: str) -> bool:
     if not alive(pid):
         return False
     return signal_group(pid)
-
-
-def estimate(llm: Any, retrieval: Any, *, n: int, max_tokens: int, prompts: dict | None = None,
-             reasons_tokens: int = 350) -> dict[str, Any]:
-    """Cost estimate of n items like this one: exact prompt tokens of this retrieval's reasoning and
-    generation prompts (with reasons of a typical length), replies at `max_tokens` at most."""
-    from core.generation import build_prompt as generation_prompt
-    from core.llm import LLMRequest, estimate_cost
-    from core.reasoning import build_prompt as reasoning_prompt
-
-    r_messages, r_document = reasoning_prompt(retrieval, prompts)
-    typical = ["x " * (reasons_tokens // 5)] * 5
-    g_messages, g_document, _ = generation_prompt(retrieval, typical, prompts)
-
-    def prompt_tokens(messages: list[dict], document: str) -> int:
-        req = LLMRequest(messages=messages) if llm.chat else LLMRequest(document=document)
-        return llm.count_prompt_tokens(req)
-
-    p_in = prompt_tokens(r_messages, r_document) + prompt_tokens(g_messages, g_document)
-    typical_out = reasons_tokens + min(max_tokens, 1200)
-    max_out = min(max_tokens, 1024) + max_tokens
-    per_item = estimate_cost(llm.model, p_in, typical_out)
-    per_item_max = estimate_cost(llm.model, p_in, max_out)
-    return {
-        "prompt_tokens_per_item": p_in, "completion_tokens_per_item": typical_out,
-        "max_completion_tokens_per_item": max_out,
-        "cost_per_item": per_item, "cost_total": None if per_item is None else per_item * n,
-        "cost_total_max": None if per_item_max is None else per_item_max * n,
-    }

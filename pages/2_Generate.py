@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core import generate_jobs, ui
-from core.batch import REASONING_MAX_TOKENS, UsageError, example_budget
+from core.batch import REASONING_MAX_TOKENS, UsageError, estimate_items, example_budget
 from core.llm import DEFAULT_OPENAI_MODEL, LLMError, get_llm, resolve_api_key
 from core.prompts import PARTS, PromptError, load_prompts, prompt_hash
 from core.reasoning import FormatError
@@ -278,7 +278,7 @@ with st.container(border=True, key="gen_batch"):
         "this": f"{retrieval.intervention}, {ui.label_text(retrieval.label)}",
         "both": f"{retrieval.intervention}, label drawn per item",
         "any": "intervention and label drawn per item"}.get)
-    est = generate_jobs.estimate(counter, retrieval, n=int(n), max_tokens=int(max_tokens), prompts=prompts)
+    est = estimate_items(counter, retrieval, n=int(n), max_tokens=int(max_tokens), prompts=prompts)
     if est["cost_total"] is None:
         cost_text = "no price known for this model (self-hosted?)"
     elif est["cost_total"] == 0:
