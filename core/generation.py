@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.prompts import load_prompts, render
-from core.reasoning import FormatError, values_for
+from core.reasoning import FormatError, attempt_request, malformed, values_for
 from core.record import normalize_record
 from core.retrieval import Retrieval, normalize_name
 
@@ -312,17 +312,12 @@ async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, promp
                     attempts: int = DEFAULT_ATTEMPTS, run_id: str | None = None,
                     synonyms: list[str] | None = None) -> Generation:
     """Generate and parse one synthetic trial; FormatError after `attempts` unreadable replies."""
-    from core.llm import LLMRequest
-
     messages, document, opening = build_prompt(retrieval, reasons, prompts)
     responses = []
     last_error: FormatError | None = None
     for attempt in range(1, attempts + 1):
-        req = LLMRequest(
-            messages=messages, document=None if llm.chat else document, temperature=temperature,
-            max_tokens=max_tokens, stop=None if llm.chat else DOCUMENT_STOP,
-            seed=None if seed is None else seed + attempt - 1, purpose="generation", run_id=run_id,
-        )
+        req = attempt_request(llm, messages, document, DOCUMENT_STOP, attempt=attempt, temperature=temperature,
+                              max_tokens=max_tokens, seed=seed, purpose="generation", run_id=run_id)
         resp = await llm.acomplete(req)
         responses.append(resp)
         text = resp.text if llm.chat else opening + resp.text
@@ -338,10 +333,7 @@ async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, promp
         gen = generated_intervention(record)
         match = any_intervention_matches(record, retrieval.intervention, synonyms)
         return Generation(record, parsed, how, text, gen, match, attempt, responses)
-    err = FormatError(f"generation reply malformed after {attempts} attempts: {last_error}")
-    err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
-    err.responses = responses  # type: ignore[attr-defined]
-    raise err
+    raise malformed("generation", attempts, last_error, responses)
 
 
 def generate(llm: Any, retrieval: Retrieval, reasons: list[str], **kwargs: Any) -> Generation:

@@ -162,6 +162,15 @@ class LLM(abc.ABC):
         err.attempts = attempt
         return err, cause
 
+    def _failed(self, req: LLMRequest, exc: Exception, attempt: int,
+                t0: float) -> tuple[LLMError, BaseException | None, float | None]:
+        """A failed call, classified and logged: (error, cause, seconds to wait before retrying or None
+        when it is not retried)."""
+        err, cause = self._failure(exc, attempt)
+        self._emit(req, None, err, attempt, time.perf_counter() - t0)
+        retry = err.retryable and attempt <= self.max_retries
+        return err, cause, self._backoff_s(attempt, err) if retry else None
+
     async def acomplete(self, req: LLMRequest) -> LLMResponse:
         attempt = 0
         while True:
@@ -170,15 +179,13 @@ class LLM(abc.ABC):
             try:
                 resp = await self._acall(req)
             except Exception as exc:  # noqa: BLE001 - classified, logged, retried or re-raised below
-                err, cause = self._failure(exc, attempt)
+                err, cause, delay = self._failed(req, exc, attempt, t0)
             else:
                 self._emit(req, resp, None, attempt, resp.latency_s)
                 return resp
-            self._emit(req, None, err, attempt, time.perf_counter() - t0)
-            if err.retryable and attempt <= self.max_retries:
-                await asyncio.sleep(self._backoff_s(attempt, err))
-                continue
-            raise err from cause
+            if delay is None:  # raised out here, so the error's context does not link back to exc
+                raise err from cause
+            await asyncio.sleep(delay)
 
     def complete(self, req: LLMRequest) -> LLMResponse:
         attempt = 0
@@ -187,16 +194,14 @@ class LLM(abc.ABC):
             t0 = time.perf_counter()
             try:
                 resp = self._call(req)
-            except Exception as exc:  # noqa: BLE001
-                err, cause = self._failure(exc, attempt)
+            except Exception as exc:  # noqa: BLE001 - as in acomplete
+                err, cause, delay = self._failed(req, exc, attempt, t0)
             else:
                 self._emit(req, resp, None, attempt, resp.latency_s)
                 return resp
-            self._emit(req, None, err, attempt, time.perf_counter() - t0)
-            if err.retryable and attempt <= self.max_retries:
-                time.sleep(self._backoff_s(attempt, err))
-                continue
-            raise err from cause
+            if delay is None:  # raised out here, so the error's context does not link back to exc
+                raise err from cause
+            time.sleep(delay)
 
     # -- logging
     def _uses_messages(self, req: LLMRequest) -> bool:

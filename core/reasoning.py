@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.prompts import load_prompts, outcome_words, render
 from core.retrieval import Retrieval
+
+if TYPE_CHECKING:
+    from core.llm import LLMRequest
 
 N_REASONS = 5
 DEFAULT_ATTEMPTS = 3
@@ -104,22 +107,39 @@ def _parse_numbered(text: str, strict: bool) -> list[str]:
     return reasons
 
 
+def attempt_request(llm: Any, messages: list[dict], document: str, stop: list[str], *, attempt: int,
+                    temperature: float, max_tokens: int, seed: int | None, purpose: str,
+                    run_id: str | None) -> LLMRequest:
+    """The LLMRequest of one attempt: a chat model gets the messages, a base model the document to continue,
+    cut at `stop`; each attempt its own seed, so a retry can read differently."""
+    from core.llm import LLMRequest  # core.llm is heavy: imported when a request is made
+
+    return LLMRequest(
+        messages=messages, document=None if llm.chat else document, temperature=temperature,
+        max_tokens=max_tokens, stop=None if llm.chat else stop,
+        seed=None if seed is None else seed + attempt - 1, purpose=purpose, run_id=run_id,
+    )
+
+
+def malformed(stage: str, attempts: int, last_error: Exception | None, responses: list) -> FormatError:
+    """The FormatError after the last unreadable reply, carrying the raw text and all responses."""
+    err = FormatError(f"{stage} reply malformed after {attempts} attempts: {last_error}")
+    err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
+    err.responses = responses  # type: ignore[attr-defined]
+    return err
+
+
 async def areason(llm: Any, retrieval: Retrieval, *, prompts: dict | None = None, temperature: float = 1.0,
                   max_tokens: int = 512, seed: int | None = None, attempts: int = DEFAULT_ATTEMPTS,
                   run_id: str | None = None) -> Reasoning:
     """Generate and parse the 5 reasons; FormatError after `attempts` malformed replies."""
-    from core.llm import LLMRequest
-
     messages, document = build_prompt(retrieval, prompts)
     answer_open = (prompts or load_prompts())["reasoning"]["document_answer"].format(opening="")
     responses = []
     last_error: FormatError | None = None
     for attempt in range(1, attempts + 1):
-        req = LLMRequest(
-            messages=messages, document=None if llm.chat else document, temperature=temperature,
-            max_tokens=max_tokens, stop=None if llm.chat else DOCUMENT_STOP,
-            seed=None if seed is None else seed + attempt - 1, purpose="reasoning", run_id=run_id,
-        )
+        req = attempt_request(llm, messages, document, DOCUMENT_STOP, attempt=attempt, temperature=temperature,
+                              max_tokens=max_tokens, seed=seed, purpose="reasoning", run_id=run_id)
         resp = await llm.acomplete(req)
         responses.append(resp)
         # A base model continues after "Reasons:\n1.": put the opening back before parsing.
@@ -129,10 +149,7 @@ async def areason(llm: Any, retrieval: Retrieval, *, prompts: dict | None = None
             return Reasoning(reasons, resp.text, attempt, responses)
         except FormatError as exc:
             last_error = exc
-    err = FormatError(f"reasoning reply malformed after {attempts} attempts: {last_error}")
-    err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
-    err.responses = responses  # type: ignore[attr-defined]
-    raise err
+    raise malformed("reasoning", attempts, last_error, responses)
 
 
 def reason(llm: Any, retrieval: Retrieval, **kwargs: Any) -> Reasoning:
