@@ -113,5 +113,23 @@ def sidebar_store() -> None:
     st.sidebar.caption("Label preference on conflict: " + " > ".join(config.label_preference()))
 
 
+def page(title: str, icon: str, *, page_title: str | None = None, caption: str | None = None,
+         home_link: bool = False) -> Path:
+    """Every page's header: page config, the store in the sidebar, the title (and caption); then the store
+    it works on, or the reason it cannot (and the page stops there)."""
+    st.set_page_config(page_title=page_title or title, page_icon=icon, layout="wide")
+    sidebar_store()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    state, message = store_state()
+    if state != "ready":
+        (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
+        if home_link:
+            st.page_link("app.py", label="Home (load the sample data there)", icon=":material/home:")
+        st.stop()
+    return db_path()
+
+
 def label_text(label: int | None) -> str:
     return {1: "success", 0: "failure"}.get(label, "no binary label")

@@ -17,19 +17,9 @@ from core.retrieval import MIN_EACH, RULE_HELP, RULES, RetrievalError
 from core.review import badges_markdown, record_markdown
 from core.store import StoreLocked, connect
 
-st.set_page_config(page_title="Generate", page_icon=":material/auto_awesome:", layout="wide")
-ui.sidebar_store()
-st.title("Generate synthetic trials")
-st.caption("The paper's pipeline: retrieval of 3 real trials of one intervention and outcome → 5 reasons for "
-           "that outcome → a new trial report of the same intervention and outcome (Tables 1 and 2).")
-
-state, message = ui.store_state()
-if state != "ready":
-    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
-    st.page_link("app.py", label="Home (load the sample data there)", icon=":material/home:")
-    st.stop()
-
-db = ui.db_path()
+db = ui.page("Generate synthetic trials", ":material/auto_awesome:", page_title="Generate", home_link=True,
+             caption="The paper's pipeline: retrieval of 3 real trials of one intervention and outcome → 5 reasons "
+                     "for that outcome → a new trial report of the same intervention and outcome (Tables 1 and 2).")
 version = ui.store_version(db)
 ss = st.session_state
 

@@ -12,16 +12,7 @@ from core import config, export, ui
 from core.review import badges_markdown, highlight_html, record_markdown, review_text
 from core.store import StoreLocked, connect
 
-st.set_page_config(page_title="Synthetic reports", page_icon=":material/fact_check:", layout="wide")
-ui.sidebar_store()
-st.title("Synthetic reports")
-
-state, message = ui.store_state()
-if state != "ready":
-    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
-    st.stop()
-
-db = ui.db_path()
+db = ui.page("Synthetic reports", ":material/fact_check:")
 ss = st.session_state
 
 

@@ -10,19 +10,10 @@ import streamlit as st
 from core import experiments as X
 from core import finetune, jobs, serialize, ui
 
-st.set_page_config(page_title="Fine-tune", page_icon=":material/model_training:", layout="wide")
-ui.sidebar_store()
-st.title("Fine-tune")
-st.caption("Outcome prediction experiments of the paper (section 4.1): train a classifier on real, synthetic or "
-           "hybrid trials and test it on real ones. Runs are separate processes: they keep going when you leave "
-           "or reload this page.")
-
-state, message = ui.store_state()
-if state != "ready":
-    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
-    st.stop()
-
-db = ui.db_path()
+db = ui.page("Fine-tune", ":material/model_training:",
+             caption="Outcome prediction experiments of the paper (section 4.1): train a classifier on real, "
+                     "synthetic or hybrid trials and test it on real ones. Runs are separate processes: they keep "
+                     "going when you leave or reload this page.")
 EXPERIMENT_HELP = {
     "in-distribution": "validation and test from set A (60/20/20 split)",
     "ratio": "fixed training size, a share of it synthetic; validation and test from set A",

@@ -10,16 +10,7 @@ import streamlit as st
 from core import experiments as X
 from core import ui
 
-st.set_page_config(page_title="Experiments", page_icon=":material/leaderboard:", layout="wide")
-ui.sidebar_store()
-st.title("Experiments")
-
-state, message = ui.store_state()
-if state != "ready":
-    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
-    st.stop()
-
-db = ui.db_path()
+db = ui.page("Experiments", ":material/leaderboard:")
 
 
 @st.cache_data(ttl=30, show_spinner=False)
