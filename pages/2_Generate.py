@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, Awaitable, Callable
 
 import pandas as pd
 import streamlit as st
@@ -173,13 +174,27 @@ for i, (col, ex) in enumerate(zip(cols, retrieval.examples), 1):
             st.code(ex.text[:30_000] + ("\n…" if len(ex.text) > 30_000 else ""), language="json", wrap_lines=True)
 
 
-async def _run(coro_fn, llm):
+def ask_model(spinner: Callable[[str], str], call: Callable[[Any], Awaitable[Any]], unreadable: str):
+    """One model call from the page: (result, llm), or (None, None) after showing why it failed: the replies
+    could not be read (`unreadable`, with the raw reply), or the call itself failed."""
+    async def _call(llm):
+        try:
+            return await call(llm)
+        finally:
+            closer = getattr(llm, "aclose", None)
+            if closer:
+                await closer()
+
     try:
-        return await coro_fn()
-    finally:
-        closer = getattr(llm, "aclose", None)
-        if closer:
-            await closer()
+        llm = make_llm(for_calls=True)
+        with st.spinner(spinner(llm.model)):
+            return asyncio.run(_call(llm)), llm
+    except FormatError as exc:
+        st.error(f"{unreadable}: {exc}")
+        st.code(getattr(exc, "raw_text", "") or "", language=None, wrap_lines=True)
+    except LLMError as exc:
+        st.error(f"The model call failed ({exc.kind}, after {exc.attempts} attempt(s)): {exc}")
+    return None, None
 
 
 # ---------------------------------------------------------------- 2. reasoning
@@ -187,22 +202,16 @@ st.header("2 · Reasoning")
 if st.button("Generate reasons", type="primary", icon=":material/psychology:", key="gen_reasons_btn"):
     from core.reasoning import areason
 
-    try:
-        llm = make_llm(for_calls=True)
-        with st.spinner(f"Asking {llm.model} for 5 reasons…"):
-            r = asyncio.run(_run(lambda: areason(llm, retrieval, prompts=prompts, temperature=float(temperature),
-                                                 max_tokens=min(int(max_tokens), REASONING_MAX_TOKENS),
-                                                 seed=ss.gen_seed), llm))
+    r, llm = ask_model(lambda m: f"Asking {m} for 5 reasons…",
+                       lambda llm: areason(llm, retrieval, prompts=prompts, temperature=float(temperature),
+                                           max_tokens=min(int(max_tokens), REASONING_MAX_TOKENS), seed=ss.gen_seed),
+                       "The model's replies had no 5 numbered reasons")
+    if r is not None:
         ss.gen_reasoning = {"reasons": r.reasons, "raw": r.raw_text, "attempts": r.attempts,
                             "tokens": sum(x.prompt_tokens + x.completion_tokens for x in r.responses),
                             "cost": sum(x.cost_usd or 0 for x in r.responses),
                             "latency": sum(x.latency_s for x in r.responses), "model": llm.model}
         ss.pop("gen_generation", None)
-    except FormatError as exc:
-        st.error(f"The model's replies had no 5 numbered reasons: {exc}")
-        st.code(getattr(exc, "raw_text", "") or "", language=None, wrap_lines=True)
-    except LLMError as exc:
-        st.error(f"The model call failed ({exc.kind}, after {exc.attempts} attempt(s)): {exc}")
 reasoning = ss.get("gen_reasoning")
 if reasoning:
     st.markdown("\n".join(f"{i}. {r}" for i, r in enumerate(reasoning["reasons"], 1)))
@@ -220,12 +229,13 @@ if st.button("Generate the trial", type="primary", icon=":material/description:"
     from core.generation import agenerate
     from core.validation import validate
 
-    try:
-        llm = make_llm(for_calls=True)
-        with st.spinner(f"{llm.model} is writing a {ui.label_text(retrieval.label)} trial of {retrieval.intervention}…"):
-            g = asyncio.run(_run(lambda: agenerate(llm, retrieval, reasoning["reasons"], prompts=prompts,
-                                                   temperature=float(temperature), max_tokens=int(max_tokens),
-                                                   seed=ss.gen_seed + 7919, synonyms=ss.gen_synonyms), llm))
+    g, llm = ask_model(lambda m: f"{m} is writing a {ui.label_text(retrieval.label)} trial of "
+                                 f"{retrieval.intervention}…",
+                       lambda llm: agenerate(llm, retrieval, reasoning["reasons"], prompts=prompts,
+                                             temperature=float(temperature), max_tokens=int(max_tokens),
+                                             seed=ss.gen_seed + 7919, synonyms=ss.gen_synonyms),
+                       "The model's replies could not be read as a trial")
+    if g is not None:
         status, checks = validate(g.record, intended_intervention=retrieval.intervention, synonyms=ss.gen_synonyms,
                                   examples=[ss.gen_examples[e.nct_id] for e in retrieval.examples
                                             if e.nct_id in ss.gen_examples])
@@ -233,11 +243,6 @@ if st.button("Generate the trial", type="primary", icon=":material/description:"
                              "generated": g.generated_intervention, "match": g.intervention_match,
                              "status": status, "checks": checks, "attempts": g.attempts,
                              "cost": sum(x.cost_usd or 0 for x in g.responses), "model": llm.model}
-    except FormatError as exc:
-        st.error(f"The model's replies could not be read as a trial: {exc}")
-        st.code(getattr(exc, "raw_text", "") or "", language=None, wrap_lines=True)
-    except LLMError as exc:
-        st.error(f"The model call failed ({exc.kind}, after {exc.attempts} attempt(s)): {exc}")
 gen = ss.get("gen_generation")
 if gen:
     st.markdown(badges_markdown(gen["status"], gen["checks"]))
