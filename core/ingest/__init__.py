@@ -116,14 +116,24 @@ def _xml_chunk(kind: str, container: str, names: list[str], records: list, faile
     return records_table(records), failed, len(names)
 
 
-def _xml_tasks(path: Path) -> tuple[list[tuple[str, str, list[str]]], int]:
-    """A --xml argument -> worker tasks and the number of files. Single files are parsed here."""
+def _dir_files(path: Path, pattern: str, what: str) -> list[Path] | None:
+    """A path argument: IngestError when it does not exist; a directory's files matching `pattern`, at any
+    depth (IngestError when there are none: 'directory holds no <what>'); None when it is not a directory."""
     if not path.exists():
         raise IngestError(f"{path}: no such file or directory")
-    if path.is_dir():
-        names = sorted(str(p) for p in path.rglob("*.xml"))
-        if not names:
-            raise IngestError(f"{path}: directory holds no *.xml study records")
+    if not path.is_dir():
+        return None
+    files = sorted(path.rglob(pattern))
+    if not files:
+        raise IngestError(f"{path}: directory holds no {what}")
+    return files
+
+
+def _xml_tasks(path: Path) -> tuple[list[tuple[str, str, list[str]]], int]:
+    """A --xml argument -> worker tasks and the number of files. Single files are parsed here."""
+    files = _dir_files(path, "*.xml", "*.xml study records")
+    if files is not None:
+        names = sorted(map(str, files))
         kind, container = "dir", str(path)
     elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         with _open_zip(path) as zf:
@@ -214,12 +224,8 @@ def _parse_json_sources(paths: Iterable[Path], progress: Progress | None):
             records[r["nct_id"]] = r
 
     for p in map(Path, paths):
-        if not p.exists():
-            raise IngestError(f"{p}: no such file or directory")
-        if p.is_dir():
-            names = sorted(p.rglob("*.json"))
-            if not names:
-                raise IngestError(f"{p}: directory holds no *.json studies")
+        names = _dir_files(p, "*.json", "*.json studies")
+        if names is not None:
             for i, f in enumerate(names, 1):
                 try:
                     text = decode_utf8(_read(f), str(f))
@@ -262,12 +268,8 @@ def _parse_json_sources(paths: Iterable[Path], progress: Progress | None):
 def _top_files(paths: Iterable[Path]) -> list[tuple[Path, str]]:
     out = []
     for p in map(Path, paths):
-        if not p.exists():
-            raise IngestError(f"{p}: no such file or directory")
-        if p.is_dir():
-            files = sorted(p.rglob("*.csv"))
-            if not files:
-                raise IngestError(f"{p}: directory holds no *.csv files")
+        files = _dir_files(p, "*.csv", "*.csv files")
+        if files is not None:
             out.extend((f, str(f)) for f in files)
         else:
             out.append((p, str(p)))
