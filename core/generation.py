@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.prompts import load_prompts, render
-from core.reasoning import FormatError, attempt_request, malformed, values_for
+from core.reasoning import FormatError, ask_until_readable, values_for
 from core.record import normalize_record
 from core.retrieval import Retrieval, normalize_name
 
@@ -313,27 +313,21 @@ async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, promp
                     synonyms: list[str] | None = None) -> Generation:
     """Generate and parse one synthetic trial; FormatError after `attempts` unreadable replies."""
     messages, document, opening = build_prompt(retrieval, reasons, prompts)
-    responses = []
-    last_error: FormatError | None = None
-    for attempt in range(1, attempts + 1):
-        req = attempt_request(llm, messages, document, DOCUMENT_STOP, attempt=attempt, temperature=temperature,
-                              max_tokens=max_tokens, seed=seed, purpose="generation", run_id=run_id)
-        resp = await llm.acomplete(req)
-        responses.append(resp)
-        text = resp.text if llm.chat else opening + resp.text
-        try:
-            parsed, how = parse_trial(text)
-            record = to_record(parsed)
-            if not any(record.get(k) for k in ("brief_title", "official_title", "brief_summary",
-                                               "detailed_description", "interventions", "eligibility_criteria")):
-                raise FormatError("reply parsed but has none of the trial fields")
-        except FormatError as exc:
-            last_error = exc
-            continue
-        gen = generated_intervention(record)
-        match = any_intervention_matches(record, retrieval.intervention, synonyms)
-        return Generation(record, parsed, how, text, gen, match, attempt, responses)
-    raise malformed("generation", attempts, last_error, responses)
+
+    def read(text: str) -> tuple[dict, str, dict[str, Any]]:
+        parsed, how = parse_trial(text)
+        record = to_record(parsed)
+        if not any(record.get(k) for k in ("brief_title", "official_title", "brief_summary",
+                                           "detailed_description", "interventions", "eligibility_criteria")):
+            raise FormatError("reply parsed but has none of the trial fields")
+        return parsed, how, record
+
+    (parsed, how, record), text, attempt, responses = await ask_until_readable(
+        llm, messages, document, DOCUMENT_STOP, read, stage="generation", attempts=attempts,
+        temperature=temperature, max_tokens=max_tokens, seed=seed, run_id=run_id, opening=opening)
+    gen = generated_intervention(record)
+    match = any_intervention_matches(record, retrieval.intervention, synonyms)
+    return Generation(record, parsed, how, text, gen, match, attempt, responses)
 
 
 def generate(llm: Any, retrieval: Retrieval, reasons: list[str], **kwargs: Any) -> Generation:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, TypeVar
 
 from core.prompts import load_prompts, outcome_words, render
 from core.retrieval import Retrieval
 
-if TYPE_CHECKING:
-    from core.llm import LLMRequest
+T = TypeVar("T")
 
 N_REASONS = 5
 DEFAULT_ATTEMPTS = 3
@@ -107,26 +106,35 @@ def _parse_numbered(text: str, strict: bool) -> list[str]:
     return reasons
 
 
-def attempt_request(llm: Any, messages: list[dict], document: str, stop: list[str], *, attempt: int,
-                    temperature: float, max_tokens: int, seed: int | None, purpose: str,
-                    run_id: str | None) -> LLMRequest:
-    """The LLMRequest of one attempt: a chat model gets the messages, a base model the document to continue,
-    cut at `stop`; each attempt its own seed, so a retry can read differently."""
+async def ask_until_readable(llm: Any, messages: list[dict], document: str, stop: list[str],
+                             parse: Callable[[str], T], *, stage: str, attempts: int, temperature: float,
+                             max_tokens: int, seed: int | None, run_id: str | None,
+                             opening: str = "") -> tuple[T, str, int, list]:
+    """Ask until a reply parses: a chat model gets the messages, a base model the document to continue (cut
+    at `stop`; its reply is read after `opening`, the part of the answer the document already wrote); each
+    attempt its own seed, so a retry can read differently. -> (what `parse` returned, the text it read, the
+    attempt, all responses); FormatError after `attempts` unreadable replies, with the raw text."""
     from core.llm import LLMRequest  # core.llm is heavy: imported when a request is made
 
-    return LLMRequest(
-        messages=messages, document=None if llm.chat else document, temperature=temperature,
-        max_tokens=max_tokens, stop=None if llm.chat else stop,
-        seed=None if seed is None else seed + attempt - 1, purpose=purpose, run_id=run_id,
-    )
-
-
-def malformed(stage: str, attempts: int, last_error: Exception | None, responses: list) -> FormatError:
-    """The FormatError after the last unreadable reply, carrying the raw text and all responses."""
+    responses = []
+    last_error: FormatError | None = None
+    for attempt in range(1, attempts + 1):
+        req = LLMRequest(
+            messages=messages, document=None if llm.chat else document, temperature=temperature,
+            max_tokens=max_tokens, stop=None if llm.chat else stop,
+            seed=None if seed is None else seed + attempt - 1, purpose=stage, run_id=run_id,
+        )
+        resp = await llm.acomplete(req)
+        responses.append(resp)
+        text = resp.text if llm.chat else opening + resp.text
+        try:
+            return parse(text), text, attempt, responses
+        except FormatError as exc:
+            last_error = exc
     err = FormatError(f"{stage} reply malformed after {attempts} attempts: {last_error}")
     err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
     err.responses = responses  # type: ignore[attr-defined]
-    return err
+    raise err
 
 
 async def areason(llm: Any, retrieval: Retrieval, *, prompts: dict | None = None, temperature: float = 1.0,
@@ -135,21 +143,12 @@ async def areason(llm: Any, retrieval: Retrieval, *, prompts: dict | None = None
     """Generate and parse the 5 reasons; FormatError after `attempts` malformed replies."""
     messages, document = build_prompt(retrieval, prompts)
     answer_open = (prompts or load_prompts())["reasoning"]["document_answer"].format(opening="")
-    responses = []
-    last_error: FormatError | None = None
-    for attempt in range(1, attempts + 1):
-        req = attempt_request(llm, messages, document, DOCUMENT_STOP, attempt=attempt, temperature=temperature,
-                              max_tokens=max_tokens, seed=seed, purpose="reasoning", run_id=run_id)
-        resp = await llm.acomplete(req)
-        responses.append(resp)
-        # A base model continues after "Reasons:\n1.": put the opening back before parsing.
-        text = resp.text if llm.chat else answer_open.split("\n")[-1] + resp.text
-        try:
-            reasons = parse_reasons(text, strict=llm.chat)
-            return Reasoning(reasons, resp.text, attempt, responses)
-        except FormatError as exc:
-            last_error = exc
-    raise malformed("reasoning", attempts, last_error, responses)
+    # A base model continues after "Reasons:\n1.": put the opening back before parsing.
+    reasons, _, attempt, responses = await ask_until_readable(
+        llm, messages, document, DOCUMENT_STOP, lambda text: parse_reasons(text, strict=llm.chat),
+        stage="reasoning", attempts=attempts, temperature=temperature, max_tokens=max_tokens, seed=seed,
+        run_id=run_id, opening=answer_open.split("\n")[-1])
+    return Reasoning(reasons, responses[-1].text, attempt, responses)
 
 
 def reason(llm: Any, retrieval: Retrieval, **kwargs: Any) -> Reasoning:
