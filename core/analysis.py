@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core import background
 from core.serialize import classifier_text
 
 StageProgress = Callable[[str, float], None]  # (stage text, fraction 0..1 of that stage)
@@ -466,19 +467,7 @@ def job_dir(db: str | os.PathLike, params: AnalysisParams, projections: Sequence
 
     body = json.dumps({"db": str(Path(db).resolve()), "p": asdict(params), "proj": sorted(projections),
                        "each": each_set}, sort_keys=True)
-    return config.RUNS_DIR / f"analysis-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a finished child not yet reaped is a zombie: not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
+    return config.runs_dir() / f"analysis-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
 
 
 def job_state(folder: "Path") -> dict[str, Any] | None:
@@ -489,7 +478,7 @@ def job_state(folder: "Path") -> dict[str, Any] | None:
         state = json.loads(p.read_text())
     except (OSError, ValueError):
         return None
-    if state.get("state") == "running" and not _alive(int(state.get("pid", 0))):
+    if state.get("state") == "running" and not background.alive(int(state.get("pid", 0))):
         log = folder / "log.txt"
         tail = log.read_text()[-1500:] if log.exists() else ""
         state = {**state, "state": "died", "message": f"the analysis process ended unexpectedly\n{tail}"}
@@ -500,10 +489,7 @@ def start_job(db: str | os.PathLike, params: AnalysisParams, projections: Sequen
               each_set: bool = False, recompute: bool = False) -> "Path":
     """Run `python -m core analyze` for these parameters in its own process (the page never waits
     on it; it reads progress.json). Returns the job folder. A job already running is not started twice."""
-    import subprocess
     import sys
-
-    from core import config
 
     folder = job_dir(db, params, projections, each_set)
     state = job_state(folder)
@@ -525,11 +511,10 @@ def start_job(db: str | os.PathLike, params: AnalysisParams, projections: Sequen
     (folder / "progress.json").write_text(json.dumps(
         {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": os.getpid(),
          "updated": time.time()}))
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.Popen(args, cwd=config.PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    (folder / "log.txt").unlink(missing_ok=True)
+    pid = background.spawn(args, folder / "log.txt")
     (folder / "progress.json").write_text(json.dumps(
-        {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": proc.pid,
+        {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": pid,
          "updated": time.time()}))
     return folder
 

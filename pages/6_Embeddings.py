@@ -12,17 +12,7 @@ import streamlit as st
 from core import analysis, ui
 from core.serialize import classifier_text
 
-st.set_page_config(page_title="Embeddings", page_icon=":material/scatter_plot:", layout="wide")
-ui.sidebar_store()
-st.title("Embeddings and quality")
-
-state, message = ui.store_state()
-if state != "ready":
-    (st.warning if state in ("busy", "missing", "empty") else st.error)(message)
-    st.page_link("app.py", label="Home (load the sample data there)", icon=":material/home:")
-    st.stop()
-
-db = ui.db_path()
+db = ui.page("Embeddings and quality", ":material/scatter_plot:", page_title="Embeddings", home_link=True)
 sets = analysis.synthetic_sets(db)
 if not sets:
     st.info("No synthetic trials in the store yet: generate some on the Generate page or import a published "
