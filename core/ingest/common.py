@@ -50,3 +50,13 @@ def dedent_block(raw: str | None) -> str | None:
     if head_indent and head_indent <= cut:
         cut = head_indent
     return "\n".join([first] + [ln[cut:] for ln in lines[1:]]).strip() or None
+
+
+def set_provenance(rec: dict, source: str, raw_format: str, raw: str) -> dict:
+    """Mark a record parsed from a full ClinicalTrials.gov document (XML or API v2 JSON)."""
+    rec["sources"] = [source]
+    rec["source"] = source
+    rec["raw_format"] = raw_format
+    rec["raw_document"] = raw
+    rec["top_files"] = None
+    return rec

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from core.ingest.common import BadRecord, clean
+from core.ingest.common import BadRecord, clean, set_provenance
 from core.record import empty_record
 
 _NCT = re.compile(r"NCT\d{8}")
@@ -168,12 +168,7 @@ def map_study(study: dict, raw: str, where: str) -> dict[str, Any]:
         rec["has_results"] = bool(study.get("hasResults"))
     except (AttributeError, TypeError, ValueError) as exc:
         raise BadRecord(f"{where} ({nct}): unexpected structure ({exc})") from None
-    rec["sources"] = ["ctgov_json"]
-    rec["source"] = "ctgov_json"
-    rec["raw_format"] = "json"
-    rec["raw_document"] = raw
-    rec["top_files"] = None
-    return rec
+    return set_provenance(rec, "ctgov_json", "json", raw)
 
 
 def studies_in(doc: Any, where: str) -> list[tuple[str, dict]]:

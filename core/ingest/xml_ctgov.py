@@ -12,7 +12,7 @@ from typing import Any
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from core.ingest.common import BadRecord, HostileInput, clean, dedent_block
+from core.ingest.common import BadRecord, HostileInput, clean, dedent_block, set_provenance
 from core.record import empty_record
 
 _NCT = re.compile(r"NCT\d{8}")
@@ -124,9 +124,4 @@ def parse_xml(data: bytes, where: str) -> dict[str, Any]:
     design = root.find("study_design_info")
     rec["design_info"] = {k: _text(design, k) for k in ("allocation", "intervention_model", "primary_purpose", "masking")}
     rec["has_results"] = root.find("clinical_results") is not None
-    rec["sources"] = ["ctgov_xml"]
-    rec["source"] = "ctgov_xml"
-    rec["raw_format"] = "xml"
-    rec["raw_document"] = raw
-    rec["top_files"] = None
-    return rec
+    return set_provenance(rec, "ctgov_xml", "xml", raw)

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
+
+from core import config
+from core.record import TRIAL_FIELDS
 
 # The canonical trial record. Both ClinicalTrials.gov formats (legacy XML, API v2 JSON)
 # and TOP CSV rows map into these columns (see core.record.TRIAL_FIELDS).
@@ -130,8 +134,6 @@ MIGRATIONS = [("001_trials_labels_drugbank", _m001_trials)]
 
 # ---- queries shared by every area (retrieval, experiments, analysis, pages) ----
 
-from core import config  # noqa: E402
-from core.record import TRIAL_FIELDS  # noqa: E402
 
 _RECORD_COLS = ", ".join(TRIAL_FIELDS)
 
@@ -174,7 +176,6 @@ def labeled_trials(con: duckdb.DuckDBPyConnection, preference: list[str] | None 
 
 # ---- ingest: all SQL used by core.ingest (bulk, set-based) ----
 
-import pyarrow as pa  # noqa: E402
 
 _STR = pa.string()
 _STR_LIST = pa.list_(_STR)
