@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("core.ingest.cli", "import real trials, labels and DrugBank into the store"),
     "sample-data": ("core.ingest.cli", "load the whole data mirror (or upstream) into the store"),
+    "fetch-ctgov": ("core.ingest.cli", "fetch full study records from the ClinicalTrials.gov API v2"),
     "stats": ("core.stats", "print what is in the store"),
     "generate": ("core.batch", "generate synthetic trials (retrieval -> reasoning -> generation)"),
     "import-synthetic": ("core.synthetic_import", "import a published synthetic trial set"),

@@ -43,3 +43,12 @@ def runs_dir() -> Path:
     """Where background jobs keep their state: CTGEN_RUNS_DIR > data/runs."""
     env = os.environ.get("CTGEN_RUNS_DIR")
     return Path(env) if env else RUNS_DIR
+
+
+CTGOV_API_DEFAULT = "https://clinicaltrials.gov/api/v2"
+
+
+def ctgov_api_base(explicit: str | None = None) -> str:
+    """The ClinicalTrials.gov API v2 base URL: explicit (--base-url) > CTGEN_CTGOV_API > the public API.
+    Tests point it at a local stand-in."""
+    return (explicit or os.environ.get("CTGEN_CTGOV_API") or CTGOV_API_DEFAULT).rstrip("/")

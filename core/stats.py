@@ -37,6 +37,7 @@ def _readable(s: dict) -> str:
         f"trials:                 {s['trials']:,} (XML {src['ctgov_xml']:,}, API v2 JSON {src['ctgov_json']:,}, "
         f"TOP {src['top']:,}; TOP and a full record {src['top_and_full_record']:,})",
         f"labelled:               {s['labeled']:,} ({s['positive']:,} success, {s['negative']:,} failure)",
+        f"labelled, full record:  {s['labelled_full_records']:,} (a full ClinicalTrials.gov record, not only a TOP row)",
         f"label conflicts:        {s['label_conflicts']:,} (TOP vs IQVIA; effective label by preference "
         f"{','.join(config.label_preference())})",
         f"DrugBank drugs:         {s['drugbank_drugs']:,}",

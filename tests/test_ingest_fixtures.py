@@ -224,6 +224,12 @@ def test_stats_cli_json_and_text(fixture_db, capsys):
     assert main(["stats", "--db", str(fixture_db)]) == 0
     text = capsys.readouterr().out
     assert "trials:" in text and "labelled:               4 (1 success, 3 failure)" in text
+    # issue 12: labelled trials that have a full record (XML or API v2), not only a TOP row
+    with connect(fixture_db, read_only=True) as con:
+        full = con.execute("""SELECT count(DISTINCT l.nct_id) FROM labels l JOIN trials t USING (nct_id)
+                              WHERE l.label IS NOT NULL AND t.source IN ('ctgov_xml', 'ctgov_json')""").fetchall()[0][0]
+    assert out["labelled_full_records"] == full and 0 < full < out["labeled"]
+    assert f"labelled, full record:  {full}" in text
 
 
 def test_eligible_interventions_rule(tmp_path):
@@ -245,7 +251,7 @@ def test_eligible_interventions_rule(tmp_path):
 
 
 def test_parallel_and_serial_xml_parsing_store_the_same(tmp_path, monkeypatch):
-    import core.ingest as ing
+    import core.ingest.xml_ctgov as ing
 
     def content(db):
         return _rows(db, "SELECT * EXCLUDE (updated_at) FROM trials ORDER BY nct_id")

@@ -162,12 +162,33 @@ def test_a_failure_while_writing_rolls_back_everything(db, monkeypatch):
 
 
 def test_outcome_map_must_exist(db, tmp_path, capsys):
+    """A named --outcome-map that is not there stops the command (issue 12: without --outcome-map the
+    configured map is used instead, see test_outcomes_without_a_map_use_the_configured_one)."""
     lone = tmp_path / "outcomes.csv"
     shutil.copy(FIX / "outcomes.csv", lone)
-    assert main(["ingest", "--db", str(db), "--outcomes", str(lone)]) == 2
+    gone = tmp_path / "elsewhere" / "outcome2label.txt"
+    assert main(["ingest", "--db", str(db), "--outcomes", str(lone), "--outcome-map", str(gone)]) == 2
     assert "outcome2label.txt" in capsys.readouterr().err
     with pytest.raises(IngestError, match="outcome map not found"):
-        ingest(db, outcomes=lone)
+        ingest(db, outcomes=lone, outcome_map=gone)
+
+
+def test_outcomes_without_a_map_use_the_configured_one(db, tmp_path, capsys, mirror):
+    """An outcomes CSV in a folder with no outcome2label.txt imports through the map that data/sources.toml
+    names ([iqvia_outcome_map], here the mirror's IQVIA file), not a map beside the CSV."""
+    from core.ingest import sources
+
+    lone = tmp_path / "outcomes.csv"
+    shutil.copy(FIX / "outcomes.csv", lone)
+    configured = mirror / sources.load_sources()["iqvia_outcome_map"][0].path
+    assert main(["ingest", "--db", str(db), "--outcomes", str(lone)]) == 0
+    assert "IQVIA: " in capsys.readouterr().out
+    summary = ingest(db, outcomes=lone)
+    assert summary["iqvia"]["outcome_map"] == str(configured)
+    with connect(db, read_only=True) as con:
+        labels = dict(con.execute("SELECT nct_id, label FROM labels WHERE label_source = 'iqvia'").fetchall())
+    # the IQVIA map: "Positive outcome" is a success, "Lack of efficacy" a failure, "Outcome unknown" not usable
+    assert labels["NCT90000002"] == 1 and labels["NCT90000001"] == 0 and labels["NCT90000011"] is None
 
 
 def test_cli_subprocess_reports_xxe_with_exit_2(tmp_path):
@@ -182,7 +203,7 @@ def test_cli_subprocess_reports_xxe_with_exit_2(tmp_path):
 
 
 def test_an_oversized_archive_member_is_not_unpacked(db, tmp_path, monkeypatch, capsys):
-    import core.ingest as ing
+    import core.ingest.common as ing
 
     monkeypatch.setattr(ing, "MAX_MEMBER_BYTES", 50_000)
     archive = _zip(tmp_path / "bomb.zip", {"x/NCT90000001.xml": FIX / "xml" / "NCT90000001.xml",

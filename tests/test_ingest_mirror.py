@@ -30,9 +30,11 @@ def stats(mirror_db) -> dict:
 
 def test_counts_match_the_mirror_readme_and_the_issue(stats):
     assert stats["trials"] == 12_662
-    assert stats["sources"]["ctgov_xml"] == 5_754
+    # the NCT0000xxxx slice (5,754) and the 128 full records of labelled drug trials (issue 12)
+    assert stats["sources"]["ctgov_xml"] == 5_754 + 128
     assert stats["sources"]["top"] == 6_966
-    assert stats["sources"]["top_and_full_record"] == 58
+    assert stats["sources"]["top_and_full_record"] == 58 + 128   # each new record completes a TOP row
+    assert stats["labelled_full_records"] == 309 >= 300          # mirror README: 309 with the new archive
     assert stats["labeled"] == 7_089
     assert stats["positive"] + stats["negative"] == stats["labeled"]
     assert stats["drugbank_drugs"] == 19_842
@@ -122,7 +124,7 @@ def test_merged_trials_keep_both_sources(mirror_db):
         rows = con.execute(
             """SELECT source, raw_format, len(top_files) > 0, eligibility_criteria IS NOT NULL
                FROM trials WHERE list_contains(sources, 'top') AND list_contains(sources, 'ctgov_xml')""").fetchall()
-    assert len(rows) == 58
+    assert len(rows) == 58 + 128
     assert all(r == ("ctgov_xml", "xml", True, True) for r in rows)
 
 
@@ -152,6 +154,6 @@ def test_sample_data_again_is_idempotent(mirror_db, tmp_path):
     seen = []
     summary = sample_data(db, progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert _content(db) == before
-    assert summary["xml"]["records"] == 5_754 and summary["errors"] == 0
+    assert summary["xml"]["records"] == 5_754 + 128 and summary["errors"] == 0
     assert {s for s, _, _ in seen} >= {"xml", "top", "store"}
-    assert ("xml", 5_754, 5_754) in seen
+    assert ("xml", 5_754 + 128, 5_754 + 128) in seen

@@ -1,4 +1,4 @@
-"""`python -m core ingest ...` and `python -m core sample-data --db PATH`."""
+"""`python -m core ingest ...`, `python -m core sample-data --db PATH` and `python -m core fetch-ctgov ...`."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,21 @@ from core import config
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--db", help="store file (default: CTGEN_DB or data/ctgen.duckdb)")
     if command == "sample-data":
+        return
+    if command == "fetch-ctgov":
+        from core.ingest.ctgov_api import DEFAULT_RATE
+        from core.ingest.fetch_ctgov import DEFAULT_PAGE_SIZE
+
+        parser.add_argument("--missing", action="store_true", help="every trial in the store without a full record")
+        parser.add_argument("--labelled", action="store_true",
+                            help="only labelled trials (without a full record)")
+        parser.add_argument("--ids", metavar="FILE", help="NCT ids to fetch, one per line")
+        parser.add_argument("--base-url", metavar="URL",
+                            help="API v2 base URL (default: CTGEN_CTGOV_API or https://clinicaltrials.gov/api/v2)")
+        parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, metavar="N",
+                            help=f"ids per request (default {DEFAULT_PAGE_SIZE})")
+        parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
+                            help=f"at most R requests per second (default {DEFAULT_RATE})")
         return
     parser.add_argument("--xml", action="append", default=[], metavar="PATH",
                         help="ClinicalTrials.gov legacy XML: AllPublicXML-style zip, directory or single file")
@@ -35,7 +50,7 @@ class _Bars:
     def __call__(self, stage: str, done: int, total: int) -> None:
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = self._tqdm(total=total, desc=stage, unit="rec" if stage == "xml" else "step",
+            bar = self.bars[stage] = self._tqdm(total=total, desc=stage, unit="rec" if stage in ("xml", "json", "fetch") else "step",
                                                 leave=False, file=sys.stderr, mininterval=0.5,
                                                 disable=None)  # no bars when stderr is not a terminal
         bar.total = total
@@ -71,11 +86,48 @@ def _print_summary(summary: dict) -> None:
         print("sources not available (no mirror copy, no upstream URL): " + ", ".join(summary["skipped_sources"]))
 
 
+def _print_fetch_summary(s: dict) -> None:
+    print(f"fetch-ctgov from {s['base_url']}: {s['requested']} trials without a full record; "
+          f"fetched {s['fetched']}, from the cache of an earlier run {s['from_cache']}, "
+          f"not found upstream {len(s['not_found'])}, failed {len(s['failed'])} "
+          f"({s['requests']} requests, {s['seconds']} s)")
+    if s["not_found"]:
+        print("  not found upstream: " + ", ".join(s["not_found"][:20]) + (" ..." if len(s["not_found"]) > 20 else ""))
+    for e in s["errors"][:10]:
+        print(f"  error: {e}")
+    if s["failed"]:
+        print("  failed ids are still missing: run the same command again to retry them")
+
+
+def _fetch(args: argparse.Namespace, db) -> int:
+    from core.ingest import IngestError
+    from core.ingest.fetch_ctgov import fetch_ctgov
+    from core.store import SchemaError, StoreLocked
+
+    if args.rate <= 0:
+        print("error: --rate must be > 0", file=sys.stderr)
+        return 2
+    bars = _Bars()
+    try:
+        summary = fetch_ctgov(db, missing=args.missing, labelled=args.labelled, ids_file=args.ids,
+                              base_url=args.base_url, page_size=args.page_size, rate=args.rate, progress=bars,
+                              log=lambda msg: print(msg, file=sys.stderr))
+    except (IngestError, SchemaError, StoreLocked) as exc:
+        bars.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bars.close()
+    _print_fetch_summary(summary)
+    return 1 if summary["failed"] else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from core.ingest import IngestError, ingest, sample_data
     from core.store import SchemaError, StoreLocked
 
     db = config.db_path(args.db)
+    if args.command == "fetch-ctgov":
+        return _fetch(args, db)
     bars = _Bars()
     try:
         if args.command == "sample-data":

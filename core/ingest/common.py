@@ -1,5 +1,10 @@
-"""What every importer shares: the error types and strict text decoding."""
+"""What every importer shares: the error types, strict text decoding and file/archive access."""
 from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Callable
 
 
 class IngestError(Exception):
@@ -60,3 +65,52 @@ def set_provenance(rec: dict, source: str, raw_format: str, raw: str) -> dict:
     rec["raw_document"] = raw
     rec["top_files"] = None
     return rec
+
+
+# ---- file access shared by the source readers ----
+
+Progress = Callable[[str, int, int], None]   # (stage, done, total)
+MAX_MEMBER_BYTES = 64 << 20  # one study record is far below this; more is a zip bomb or not a study
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    if path.stat().st_size == 0:
+        raise IngestError(f"{path}: file is empty")
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise IngestError(f"{path}: not a readable zip archive ({exc}); truncated or not a zip?") from None
+
+
+def is_zip(path: Path) -> bool:
+    return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)
+
+
+def zip_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
+    size = zf.getinfo(name).file_size
+    if size > MAX_MEMBER_BYTES:
+        raise BadRecord(f"{where}: member unpacks to {size} bytes, more than the {MAX_MEMBER_BYTES} allowed")
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BadRecord(f"{where}: cannot read archive member ({exc})") from None
+
+
+def dir_files(path: Path, pattern: str, what: str) -> list[Path] | None:
+    """A path argument: IngestError when it does not exist; a directory's files matching `pattern`, at any
+    depth (IngestError when there are none: 'directory holds no <what>'); None when it is not a directory."""
+    if not path.exists():
+        raise IngestError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        return None
+    files = sorted(path.rglob(pattern))
+    if not files:
+        raise IngestError(f"{path}: directory holds no {what}")
+    return files

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 from core.ingest.common import IngestError, decode_utf8
 
@@ -58,3 +59,19 @@ def parse_outcomes(data: bytes, display: str, outcome_map: dict[str, int]) -> tu
     counts = {"rows": rows, "trials": len(per), "binary": sum(1 for r in labels if r[2] is not None),
               "unmapped_outcomes": sorted(unmapped)}
     return labels, counts, errors
+
+
+def default_outcome_map() -> Path:
+    """The outcome map named by the data-source configuration ([iqvia_outcome_map] in data/sources.toml:
+    the IQVIA outcome2label.txt), from the mirror or the download cache; so an outcomes CSV in any folder
+    imports without --outcome-map."""
+    from core.ingest import sources
+
+    entries = sources.load_sources().get("iqvia_outcome_map") or []
+    if not entries:
+        raise IngestError(f"{sources.config.SOURCES_FILE}: names no [iqvia_outcome_map]; give --outcome-map TXT")
+    path = sources.resolve(entries[0])
+    if path is None:
+        raise IngestError(f"{entries[0].path}: the outcome map is not available (no mirror copy, no upstream "
+                          "URL); give --outcome-map TXT")
+    return path

@@ -4,14 +4,21 @@
 API v2 enum values and dates are mapped to the legacy XML spellings (PHASE2 -> "Phase 2",
 DRUG -> "Drug", ESTIMATED -> "Anticipated", 2001-03 -> "March 2001", ...) so both formats look the
 same in the store.
+
+A --ctgov-json source (study file, page of studies, directory, or the bulk `ctg-studies.json.zip`) is
+read study by study and handed on in batches (`JsonStream`), so memory stays bounded whatever the
+archive's size; a file or archive member above STREAM_MIN_BYTES is itself parsed incrementally (ijson).
 """
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import zipfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
 
-from core.ingest.common import BadRecord, clean, set_provenance
+from core.ingest.common import (BadRecord, IngestError, Progress, clean, decode_utf8, dir_files, is_zip, open_zip,
+                                read_file, set_provenance, zip_member)
 from core.record import empty_record
 
 _NCT = re.compile(r"NCT\d{8}")
@@ -201,3 +208,157 @@ def parse_json_text(text: str, where: str) -> tuple[list[dict], list[tuple[str, 
         except BadRecord as exc:
             errors.append((w, str(exc)))
     return records, errors
+
+
+# ---- a --ctgov-json source, streamed ----
+
+STREAM_MIN_BYTES = 16 << 20   # a JSON file or member this large is parsed study by study (ijson)
+BATCH = 1000                  # records handed to the store at a time
+
+
+def _iter_large(open_fn, where: str) -> Iterator[tuple[str, Any]]:
+    """(where, study) from a large JSON document, incrementally: a list of studies or a page
+    {"studies": [...]}. Raises BadRecord when the document is cut short or not JSON."""
+    import ijson
+
+    with open_fn() as fh:
+        head = fh.read(4096).lstrip()
+    if head[:3] == b"\xef\xbb\xbf":
+        head = head[3:].lstrip()
+    prefix = "item" if head[:1] == b"[" else "studies.item"
+    i = -1
+    try:
+        with open_fn() as fh:
+            for i, study in enumerate(ijson.items(fh, prefix, use_float=True)):
+                yield (f"{where}[{i}]" if prefix == "item" else f"{where}#studies[{i}]"), study
+    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError, ValueError) as exc:
+        raise BadRecord(f"{where}: not valid JSON after study {i + 1} ({exc})") from None
+    if i < 0 and prefix == "studies.item":
+        raise BadRecord(f"{where}: a large JSON document that is not a page of studies (no 'studies' list)")
+
+
+class JsonStream:
+    """Iterate over batches of records from --ctgov-json arguments. Skipped studies are collected in
+    `errors` [(container, member, message)]; `files` and `unique` (distinct NCT ids) are counted as it goes.
+    `check()` afterwards raises IngestError when the sources held no usable study at all."""
+
+    def __init__(self, paths: Iterable[Path], progress: Progress | None = None, batch: int = BATCH):
+        self.paths = [Path(p) for p in paths]
+        self.progress, self.batch = progress, batch
+        self.errors: list[tuple[str, str, str]] = []
+        self.files = 0
+        self._ids: set[str] = set()
+        self._buf: list[dict] = []
+
+    @property
+    def unique(self) -> int:
+        return len(self._ids)
+
+    def _add(self, rec: dict) -> list[dict] | None:
+        self._ids.add(rec["nct_id"])
+        self._buf.append(rec)
+        if len(self._buf) >= self.batch:
+            out, self._buf = self._buf, []
+            return out
+        return None
+
+    def _studies(self, items: Iterable[tuple[str, Any]], container: str, member: str | None, where: str,
+                 single_text: str | None = None) -> Iterator[list[dict]]:
+        for w, study in items:
+            try:
+                raw = single_text if single_text is not None else json.dumps(study, ensure_ascii=False)
+                rec = map_study(study, raw, w)
+            except BadRecord as exc:
+                self.errors.append((container, w if member is None else member + w[len(where):], str(exc)))
+                continue
+            out = self._add(rec)
+            if out:
+                yield out
+
+    def _text(self, text: str, where: str, container: str, bulk: bool, member: str | None = None):
+        try:
+            doc = json.loads(text)
+            items = studies_in(doc, where)
+        except json.JSONDecodeError as exc:
+            err = f"{where}: not valid JSON ({exc})"
+            if not bulk:
+                raise IngestError(err) from None
+            self.errors.append((container, member or where, err))
+            return
+        except BadRecord as exc:
+            if not bulk:
+                raise IngestError(str(exc)) from None
+            self.errors.append((container, member or where, str(exc)))
+            return
+        if not bulk and len(items) == 1 and items[0][0] == where:
+            try:   # a single-study file whose study is unusable stops the command
+                rec = map_study(items[0][1], text, where)
+            except BadRecord as exc:
+                raise IngestError(str(exc)) from None
+            out = self._add(rec)
+            if out:
+                yield out
+            return
+        single = text if len(items) == 1 and items[0][0] == where else None
+        yield from self._studies(items, container, member, where, single)
+
+    def _large(self, open_fn, where: str, container: str, member: str | None) -> Iterator[list[dict]]:
+        try:
+            yield from self._studies(_iter_large(open_fn, where), container, member, where)
+        except BadRecord as exc:
+            self.errors.append((container, member or where, str(exc)))
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        for p in self.paths:
+            names = dir_files(p, "*.json", "*.json studies")
+            if names is not None:
+                for i, f in enumerate(names, 1):
+                    if f.stat().st_size >= STREAM_MIN_BYTES:
+                        yield from self._large(lambda f=f: open(f, "rb"), str(f), str(p), None)
+                    else:
+                        try:
+                            text = decode_utf8(read_file(f), str(f))
+                        except IngestError as exc:
+                            self.errors.append((str(p), str(f), str(exc)))
+                            continue
+                        yield from self._text(text, str(f), str(p), True)
+                    if self.progress and i % 200 == 0:
+                        self.progress("json", i, len(names))
+                self.files += len(names)
+            elif is_zip(p):
+                with open_zip(p) as zf:
+                    infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(".json")]
+                    if not infos:
+                        raise IngestError(f"{p}: archive holds no *.json studies")
+                    for i, info in enumerate(infos, 1):
+                        yield from self._member(zf, p, info)
+                        if self.progress and (i % 200 == 0 or i == len(infos)):
+                            self.progress("json", i, len(infos))
+                self.files += len(infos)
+            else:
+                if p.stat().st_size >= STREAM_MIN_BYTES:
+                    yield from self._large(lambda: open(p, "rb"), str(p), str(p), None)
+                else:
+                    # a page of studies is bulk (one broken study is skipped); a single study file is not
+                    yield from self._text(decode_utf8(read_file(p), str(p)), str(p), str(p), False)
+                self.files += 1
+        if self._buf:
+            out, self._buf = self._buf, []
+            yield out
+
+    def _member(self, zf: zipfile.ZipFile, p: Path, info: zipfile.ZipInfo) -> Iterator[list[dict]]:
+        name, where = info.filename, f"{p}:{info.filename}"
+        if info.file_size >= STREAM_MIN_BYTES:
+            yield from self._large(lambda: zf.open(name), where, str(p), name)
+            return
+        try:
+            text = decode_utf8(zip_member(zf, name, where), where)
+        except (BadRecord, IngestError) as exc:
+            self.errors.append((str(p), name, str(exc)))
+            return
+        yield from self._text(text, where, str(p), True, name)
+
+    def check(self) -> None:
+        if self.files and not self._ids:
+            first = f" ({len(self.errors)} skipped; first: {self.errors[0][2]})" if self.errors else ""
+            raise IngestError(f"{', '.join(map(str, self.paths))}: no usable study record{first}")

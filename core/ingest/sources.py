@@ -96,3 +96,41 @@ def resolve(src: Source, mirror: Path | None = None, timeout: float = 60.0) -> P
         raise
     tmp.replace(target)
     return target
+
+
+def sample_data(db_path: str | os.PathLike | None, progress=None) -> dict:
+    """Load the whole data mirror (or, without one, what upstream serves) in one transaction: every XML
+    archive listed ([[ctgov_xml]] entries, in order), every TOP CSV, IQVIA outcomes through
+    outcome2label.txt, DrugBank. Sources are resolved through data/sources.toml (path, URL, sha256)."""
+    from core.ingest.merge import ingest
+
+    mirror = config.data_mirror()
+    srcs = load_sources()
+    skipped: list[str] = []
+
+    def get(name: str) -> list[tuple[Path, str]]:
+        out = []
+        for s in srcs.get(name, []):
+            p = resolve(s, mirror)
+            if p is None:
+                skipped.append(s.path)
+            else:
+                out.append((p, s.path))
+        return out
+
+    xml = [p for p, _ in get("ctgov_xml")]
+    ctj = [p for p, _ in get("ctgov_json")]
+    top = get("top")
+    out_csv = get("iqvia_outcomes")
+    out_map = get("iqvia_outcome_map")
+    dbk = get("drugbank")
+    if out_csv and not out_map:
+        raise IngestError("iqvia/outcome2label.txt: needed to map the IQVIA outcomes and not available")
+    summary = ingest(
+        db_path, xml=xml, ctgov_json=ctj, top=top,
+        outcomes=out_csv[0][0] if out_csv else None, outcome_map=out_map[0][0] if out_map else None,
+        drugbank=dbk[0][0] if dbk else None, progress=progress, command="sample-data",
+    )
+    summary["mirror"] = str(mirror) if mirror else None
+    summary["skipped_sources"] = skipped
+    return summary

@@ -12,9 +12,10 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable
 
-from core.ingest.common import IngestError, clean, decode_utf8, dedent_block
+from core.ingest.common import IngestError, clean, decode_utf8, dedent_block, dir_files
 from core.record import empty_record
 
 REQUIRED = ["nctid", "status", "why_stop", "label", "phase", "diseases", "drugs", "criteria"]
@@ -147,3 +148,15 @@ def parse_top(data: bytes, display: str, result: TopResult) -> int:
     if kept == 0:
         raise IngestError(f"{display}: none of its {n} rows is usable (first: {result.errors[errors_before][2]})")
     return n
+
+
+def top_files(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+    """--top arguments (files or directories of *.csv) -> (file, name recorded in top_files), in order."""
+    out = []
+    for p in map(Path, paths):
+        files = dir_files(p, "*.csv", "*.csv files")
+        if files is not None:
+            out.extend((f, str(f)) for f in files)
+        else:
+            out.append((p, str(p)))
+    return out

@@ -1,6 +1,8 @@
 """Real trials, their labels, the DrugBank vocabulary and intervention matches."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pyarrow as pa
 
@@ -212,22 +214,69 @@ def dedupe_last(table: pa.Table) -> pa.Table:
     return table.take(sorted(last.values()))
 
 
-def _upsert(con: duckdb.DuckDBPyConnection, table: pa.Table, merged_select: str) -> int:
-    """Rows of `table` (registered as s) whose nct_id is already stored are merged with the stored
-    row (t) by `merged_select` and replaced; new ones are inserted straight from Arrow."""
-    table = dedupe_last(table)
-    con.register("_arrow_stage", table)
+def _upsert(con: duckdb.DuckDBPyConnection, table: pa.Table | str, merged_select: str) -> int:
+    """Rows of `table` (an Arrow table, or the name of a staged table: see `staging`), as s, whose nct_id
+    is already stored are merged with the stored row (t) by `merged_select` and replaced; new ones are
+    inserted straight from the source."""
+    staged = isinstance(table, str)
+    if staged:
+        source = table
+    else:
+        table = dedupe_last(table)
+        source = "_arrow_stage"
+        con.register(source, table)
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _merged AS SELECT {merged_select} "
-                    "FROM _arrow_stage s JOIN trials t USING (nct_id)")
+                    f"FROM {source} s JOIN trials t USING (nct_id)")
         con.execute("DELETE FROM trials WHERE nct_id IN (SELECT nct_id FROM _merged)")
         con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM _merged")
-        con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM _arrow_stage "
+        con.execute(f"INSERT INTO trials ({_STORED_COLS}) SELECT {_STORED_COLS} FROM {source} "
                     "WHERE nct_id NOT IN (SELECT nct_id FROM _merged)")
         con.execute("DROP TABLE _merged")
     finally:
-        con.unregister("_arrow_stage")
-    return table.num_rows
+        if not staged:
+            con.unregister(source)
+    return con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0] if staged else table.num_rows
+
+
+class Staging:
+    """A scratch DuckDB file beside the store, attached as `stage`, that a bulk source streams into batch by
+    batch (each batch its own commit there, so memory stays bounded); the store then takes all of it in
+    one transaction with `upsert_full_records(con, stage.table)`. Removed on exit."""
+
+    table = "stage.trials_stage"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: str | Path):
+        import tempfile
+
+        self.con = con
+        self.dir = tempfile.mkdtemp(prefix=".ctgen-stage-", dir=str(folder))
+        self.path = str(Path(self.dir) / "stage.duckdb")
+
+    def __enter__(self) -> "Staging":
+        self.con.execute("ATTACH ? AS stage", [self.path])
+        # the stored columns with the trials table's types, in STORED_FIELDS order (as records_table)
+        self.con.execute(f"CREATE TABLE {self.table} AS SELECT {_STORED_COLS} FROM trials LIMIT 0")
+        return self
+
+    def add(self, records: list[dict], seen_before: list[str]) -> None:
+        """Append records; `seen_before`: their ids that an earlier batch staged (the later record wins)."""
+        table = dedupe_last(records_table(records))
+        if seen_before:
+            self.con.execute(f"DELETE FROM {self.table} WHERE nct_id IN (SELECT unnest(?))", [seen_before])
+        self.con.register("_arrow_batch", table)
+        try:
+            self.con.execute(f"INSERT INTO {self.table} SELECT * FROM _arrow_batch")
+        finally:
+            self.con.unregister("_arrow_batch")
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        try:
+            self.con.execute("DETACH stage")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _union_sql(old: str, new: str) -> str:
@@ -236,14 +285,14 @@ def _union_sql(old: str, new: str) -> str:
             f"list_filter(coalesce({new}, []::VARCHAR[]), lambda x: NOT list_contains(coalesce({old}, []::VARCHAR[]), x)))")
 
 
-def upsert_full_records(con: duckdb.DuckDBPyConnection, records: list[dict] | pa.Table) -> int:
+def upsert_full_records(con: duckdb.DuckDBPyConnection, records: list[dict] | pa.Table | str) -> int:
     """Insert or replace full ClinicalTrials.gov records (XML or API v2 JSON), by nct_id.
 
     A trial already known from TOP keeps its TOP provenance (sources, top_files) and, where the
     full record has no eligibility criteria, the TOP criteria.
     """
-    table = records if isinstance(records, pa.Table) else records_table(records)
-    if table.num_rows == 0:
+    table = records if isinstance(records, (pa.Table, str)) else records_table(records)
+    if not isinstance(table, str) and table.num_rows == 0:
         return 0
     select = ", ".join(
         f"{_union_sql('t.sources', 's.sources')} AS sources" if c == "sources"
@@ -260,8 +309,8 @@ def upsert_top_records(con: duckdb.DuckDBPyConnection, records: list[dict] | pa.
     """Insert or update TOP rows. Where the trial has a full record, only provenance and (when the
     record has none) the eligibility criteria are taken from TOP; otherwise the TOP row replaces the
     previous TOP-only row, keeping the union of TOP files."""
-    table = records if isinstance(records, pa.Table) else records_table(records)
-    if table.num_rows == 0:
+    table = records if isinstance(records, (pa.Table, str)) else records_table(records)
+    if not isinstance(table, str) and table.num_rows == 0:
         return 0
     full = "list_has_any(t.sources, ['ctgov_xml', 'ctgov_json'])"
     select = ", ".join(
@@ -329,11 +378,13 @@ def replace_drugbank(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> int:
     return len(rows)
 
 
-def recompute_matches(con: duckdb.DuckDBPyConnection) -> int:
-    """Match every Drug intervention of every trial to DrugBank (set-based). Rules in order of
-    preference: common_exact (case-insensitive equal to the common name), common_normalized,
-    synonym_normalized. Ties between drugs go to the lowest DrugBank id."""
-    con.execute("DELETE FROM intervention_matches")
+def recompute_matches(con: duckdb.DuckDBPyConnection, nct_ids: list[str] | None = None) -> int:
+    """Match every Drug intervention of every trial (or only of `nct_ids`) to DrugBank (set-based). Rules
+    in order of preference: common_exact (case-insensitive equal to the common name), common_normalized,
+    synonym_normalized. Ties between drugs go to the lowest DrugBank id. Returns the number of matches."""
+    only = "" if nct_ids is None else "AND nct_id IN (SELECT unnest($ids))"
+    params = {} if nct_ids is None else {"ids": list(nct_ids)}
+    con.execute(f"DELETE FROM intervention_matches WHERE TRUE {only}", params)
     con.execute(
         f"""
         INSERT INTO intervention_matches
@@ -341,7 +392,7 @@ def recompute_matches(con: duckdb.DuckDBPyConnection) -> int:
             SELECT nct_id, pos - 1 AS position, iv.name AS intervention_name, iv.type AS intervention_type,
                    lower(trim(iv.name)) AS name_lower, {name_norm_sql('iv.name')} AS name_norm
             FROM (SELECT nct_id, unnest(interventions) AS iv, generate_subscripts(interventions, 1) AS pos
-                  FROM trials WHERE len(interventions) > 0)
+                  FROM trials WHERE len(interventions) > 0 {only})
             WHERE iv.type = 'Drug' AND iv.name IS NOT NULL
         ), cand AS (
             SELECT iv.*, d.drugbank_id, 'common_exact' AS rule, 1 AS pref
@@ -355,9 +406,33 @@ def recompute_matches(con: duckdb.DuckDBPyConnection) -> int:
         SELECT nct_id, position, intervention_name, intervention_type, drugbank_id, rule FROM (
             SELECT *, row_number() OVER (PARTITION BY nct_id, position ORDER BY pref, drugbank_id) AS rn FROM cand
         ) WHERE rn = 1
-        """
+        """,
+        params,
     )
     return con.execute("SELECT count(*) FROM intervention_matches").fetchone()[0]
+
+
+def full_record_sql(alias: str = "") -> str:
+    """SQL condition: the trial has a full ClinicalTrials.gov record (legacy XML or API v2 JSON), not only
+    a TOP row. The one definition of "full record" (stats, Home, Trials, retrieval, fetch-ctgov)."""
+    col = f"{alias}.sources" if alias else "sources"
+    return f"list_has_any({col}, ['ctgov_xml', 'ctgov_json'])"
+
+
+def lacking_full_record(con: duckdb.DuckDBPyConnection, nct_ids: list[str] | None = None,
+                        labelled_only: bool = False) -> list[str]:
+    """NCT ids (sorted) that have no full record yet: of `nct_ids` (ids not in the store count as
+    lacking one), or of every stored trial; with `labelled_only`, only trials with a binary label."""
+    labelled = "AND nct_id IN (SELECT nct_id FROM labels WHERE label IS NOT NULL)" if labelled_only else ""
+    if nct_ids is None:
+        rows = con.execute(f"SELECT nct_id FROM trials WHERE NOT {full_record_sql()} {labelled} "
+                           "ORDER BY nct_id").fetchall()
+    else:
+        rows = con.execute(
+            f"""SELECT nct_id FROM (SELECT DISTINCT unnest(?) AS nct_id)
+                WHERE nct_id NOT IN (SELECT nct_id FROM trials WHERE {full_record_sql()}) {labelled}
+                ORDER BY nct_id""", [list(nct_ids)]).fetchall()
+    return [r[0] for r in rows]
 
 
 def add_ingest_errors(con: duckdb.DuckDBPyConnection, command_id: str, errors: list[tuple]) -> None:
@@ -402,6 +477,9 @@ def store_stats(con: duckdb.DuckDBPyConnection, preference: list[str] | None = N
     lab = one(f"SELECT count(*), count(*) FILTER (WHERE label = 1), count(*) FILTER (WHERE label = 0) "
               f"FROM ({eff}) l JOIN trials USING (nct_id)")
     out["labeled"], out["positive"], out["negative"] = lab
+    # labelled trials whose record is a full ClinicalTrials.gov one (not only a TOP row)
+    out["labelled_full_records"] = one(f"SELECT count(*) FROM ({eff}) l JOIN trials t USING (nct_id) "
+                                       f"WHERE {full_record_sql('t')}")[0]
     out["drugbank_drugs"] = one("SELECT count(*) FROM drugbank")[0]
     elig = f"SELECT count(*), coalesce(sum(successes + failures), 0) FROM ({eligible_interventions_sql(False, preference)})"
     out["eligible_interventions"], out["eligible_intervention_trial_labels"] = one(elig)
