@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.batch import run_batch  # noqa: E402
+from core.pipeline.batch import run_batch  # noqa: E402
 from core.store import connect, llmlog  # noqa: E402
 from core.store import synthetic as syn  # noqa: E402
 

@@ -35,7 +35,9 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from core import analysis, embeddings
+    from core.analysis import quality as analysis
+
+    from core.analysis import embeddings
     from core.serialize import classifier_text
     from core.store import analysis as store
     from core.store import connect

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import experiments as X  # noqa: E402
-from core import finetune  # noqa: E402
+from core.finetune import protocol as X
+from core.finetune import train as finetune
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.record import normalize_record
 from core.serialize import classifier_text
-from core.validation import NGRAM
+from core.pipeline.validation import NGRAM
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
 

@@ -8,12 +8,6 @@ import sys
 from core import config
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("--db", help="store file (default: CTGEN_DB or data/ctgen.duckdb)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--migrate", action="store_true", help="open for writing, upgrading an older store first")
-
-
 def collect(db, migrate: bool = False) -> dict:
     """Read-only where possible (other processes may read at the same time); an older store is
     opened for writing once, which migrates it."""

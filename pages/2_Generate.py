@@ -9,12 +9,14 @@ from typing import Any, Awaitable, Callable
 import pandas as pd
 import streamlit as st
 
-from core import generate_jobs, ui
-from core.batch import REASONING_MAX_TOKENS, UsageError, estimate_items, example_budget
+from core import ui
+
+from core.jobs import generate as generate_jobs
+from core.pipeline.batch import REASONING_MAX_TOKENS, UsageError, estimate_items, example_budget
 from core.llm import DEFAULT_OPENAI_MODEL, LLMError, get_llm, resolve_api_key
 from core.prompts import PARTS, PromptError, load_prompts, prompt_hash
-from core.reasoning import FormatError
-from core.retrieval import MIN_EACH, RULE_HELP, RULES, RetrievalError
+from core.pipeline.reasoning import FormatError
+from core.pipeline.retrieval import MIN_EACH, RULE_HELP, RULES, RetrievalError
 from core.review import badges_markdown, record_markdown
 from core.store import StoreLocked, connect
 
@@ -71,7 +73,7 @@ def make_llm(for_calls: bool):
 
 @st.cache_data(ttl=60, show_spinner=False)
 def eligible(db_file: str, version: tuple, rule: str, min_each: int) -> tuple[list[dict], list[dict]]:
-    from core.retrieval import eligible_interventions, rule_summary
+    from core.pipeline.retrieval import eligible_interventions, rule_summary
 
     with connect(db_file, read_only=True, wait_s=ui.READ_WAIT_S) as con:
         return eligible_interventions(con, rule, min_each), rule_summary(con, min_each)
@@ -135,7 +137,7 @@ except (UsageError, LLMError) as exc:
 retrieval_key = (str(db), drug["drugbank_id"], label, ss.gen_seed, rule, int(min_each), backend, model,
                  base_url, budget)
 if ss.get("gen_retrieval_key") != retrieval_key:
-    from core.retrieval import example_records, retrieve
+    from core.pipeline.retrieval import example_records, retrieve
     from core.store.retrieval import drug_synonyms
 
     try:
@@ -200,7 +202,7 @@ def ask_model(spinner: Callable[[str], str], call: Callable[[Any], Awaitable[Any
 # ---------------------------------------------------------------- 2. reasoning
 st.header("2 · Reasoning")
 if st.button("Generate reasons", type="primary", icon=":material/psychology:", key="gen_reasons_btn"):
-    from core.reasoning import areason
+    from core.pipeline.reasoning import areason
 
     r, llm = ask_model(lambda m: f"Asking {m} for 5 reasons…",
                        lambda llm: areason(llm, retrieval, prompts=prompts, temperature=float(temperature),
@@ -226,8 +228,8 @@ else:
 st.header("3 · Generation")
 if st.button("Generate the trial", type="primary", icon=":material/description:", disabled=not reasoning,
              key="gen_trial_btn"):
-    from core.generation import agenerate
-    from core.validation import validate
+    from core.pipeline.generation import agenerate
+    from core.pipeline.validation import validate
 
     g, llm = ask_model(lambda m: f"{m} is writing a {ui.label_text(retrieval.label)} trial of "
                                  f"{retrieval.intervention}…",

@@ -26,7 +26,7 @@ def load(db_file: str, version: tuple) -> tuple[list[dict], list[dict]]:
 
 @st.cache_data(ttl=600, show_spinner=False)
 def example_records(db_file: str, version: tuple, ids: tuple[str, ...]) -> dict[str, dict]:
-    from core.retrieval import example_records as get
+    from core.pipeline.retrieval import example_records as get
 
     with connect(db_file, read_only=True, wait_s=ui.READ_WAIT_S) as con:
         return get(con, list(ids))

@@ -7,8 +7,10 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import experiments as X
-from core import finetune, jobs, serialize, ui
+from core.finetune import protocol as X
+from core import serialize, ui
+from core.finetune import train as finetune
+from core.jobs import finetune as jobs
 
 db = ui.page("Fine-tune", ":material/model_training:",
              caption="Outcome prediction experiments of the paper (section 4.1): train a classifier on real, "

@@ -7,7 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import experiments as X
+from core.finetune import protocol as X
 from core import ui
 
 db = ui.page("Experiments", ":material/leaderboard:")

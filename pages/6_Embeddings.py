@@ -9,7 +9,9 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from core import analysis, ui
+from core import ui
+
+from core.analysis import quality as analysis
 from core.serialize import classifier_text
 
 db = ui.page("Embeddings and quality", ":material/scatter_plot:", page_title="Embeddings", home_link=True)

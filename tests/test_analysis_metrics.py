@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import analysis
+from core.analysis import quality as analysis
 from core.serialize import classifier_text
 from test_analysis_store import dermatology_record, oncology_record
 
 
 @pytest.fixture(scope="module")
 def emb():
-    from core.embeddings import embed_texts, get_encoder
+    from core.analysis.embeddings import embed_texts, get_encoder
 
     enc = get_encoder("minilm")
     onc = [classifier_text(oncology_record(i)) for i in range(60)]

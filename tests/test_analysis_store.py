@@ -104,7 +104,7 @@ def build_store(path: Path, n_real: int = 24, synthetic: str = "dermatology", n_
 # ---------------- tests: the cache ----------------
 
 def test_second_call_reads_the_cache_and_does_not_encode(tmp_path):
-    from core import embeddings
+    from core.analysis import embeddings
     from core.store import analysis as store
     from core.store import connect
 
@@ -128,7 +128,7 @@ def test_second_call_reads_the_cache_and_does_not_encode(tmp_path):
 
 
 def test_cached_vectors_equal_fresh_ones_and_are_keyed_by_model(tmp_path):
-    from core import embeddings
+    from core.analysis import embeddings
     from core.store import analysis as store
     from core.store import connect
 
@@ -143,7 +143,7 @@ def test_cached_vectors_equal_fresh_ones_and_are_keyed_by_model(tmp_path):
 
 
 def test_biobert_missing_falls_back_to_minilm_and_says_so(monkeypatch, tmp_path):
-    from core import embeddings
+    from core.analysis import embeddings
 
     monkeypatch.setenv("CTGEN_BIOBERT_PATH", str(tmp_path / "no-such-model"))
     embeddings._LOADED.pop("biobert", None)
@@ -153,7 +153,7 @@ def test_biobert_missing_falls_back_to_minilm_and_says_so(monkeypatch, tmp_path)
 
 
 def test_results_are_stored_with_parameters_and_reused(tmp_path):
-    from core import analysis
+    from core.analysis import quality as analysis
     from core.store import analysis as store
     from core.store import connect
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core import experiments as X
-from core import jobs
+from core.finetune import protocol as X
+from core.jobs import finetune as jobs
 from core.store import connect
 
 

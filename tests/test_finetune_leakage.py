@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from core import experiments as X
+from core.finetune import protocol as X
 from core import serialize
 from core.store import connect
 from core.store.trials import labeled_trials

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core import experiments as X
+from core.finetune import protocol as X
 from core.store import connect
 from fixtures.finetune.synthetic import SOURCE, insert_synthetic
 
@@ -179,9 +179,9 @@ def test_without_synthetic_trials(mirror_db_copy):
             X.check_request(ds, experiment, "hybrid")
     run, _ = X.run_cell(ds, "in-distribution", "none", "tfidf", [40])
     assert run["summary"]["roc_auc"]["mean"] == 0.5 and "constant classifier" in run["model_note"]
-    from core import retrieval
+    from core.pipeline import retrieval
 
     with connect(mirror_db_copy, read_only=True) as con:
         eligible = sorted(d["name"] for d in retrieval.eligible_interventions(con))
-    assert sorted(ds.interventions) == eligible and "core.retrieval" in ds.interventions_from
+    assert sorted(ds.interventions) == eligible and "core.pipeline.retrieval" in ds.interventions_from
     assert len(ds.set_a) > 500

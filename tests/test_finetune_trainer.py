@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import experiments as X
-from core import finetune
+from core.finetune import protocol as X
+from core.finetune import train as finetune
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import bpe_openai
 import pytest
 
 from core.llm import LLMRequest, encoding_name_for, get_llm, tiktoken_encoding
-from core.pricing import context_window, estimate_cost
+from core.llm.pricing import context_window, estimate_cost
 
 TEXTS = [
     "Hello world",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.batch import read_progress, run_batch
+from core.pipeline.batch import read_progress, run_batch
 from core.cli import main as cli_main
 from core.store import connect
 from core.store import llmlog
@@ -172,11 +172,11 @@ def test_cli_usage_errors_exit_2(mirror_db_copy, capsys):
 
 def test_page_api_one_trial_and_cost_estimate(mirror_db_copy):
     """What the Generate page calls: retrieve, reason, generate (blocking forms), and the estimate."""
-    from core.batch import estimate
-    from core.generation import generate
+    from core.pipeline.batch import estimate
+    from core.pipeline.generation import generate
     from core.llm import get_llm
-    from core.reasoning import reason
-    from core.retrieval import retrieve
+    from core.pipeline.reasoning import reason
+    from core.pipeline.retrieval import retrieve
 
     est = estimate(mirror_db_copy, 100, model="gpt-4o-mini", intervention="Cisplatin", label=1, max_tokens=1000)
     assert est["prompt_tokens"] > 100 * 3 * 50 and est["completion_tokens_max"] == 100 * 2000

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from core.generation import (any_intervention_matches, generated_intervention, names_match, opening_of, parse_trial,
+from core.pipeline.generation import (any_intervention_matches, generated_intervention, names_match, opening_of, parse_trial,
                              to_record)
 from core.prompts import PromptError, load_prompts, paper_prompts, prompt_hash, render
-from core.reasoning import FormatError, parse_reasons
-from core.validation import leaked_words, longest_common_run, overlap, validate
+from core.pipeline.reasoning import FormatError, parse_reasons
+from core.pipeline.validation import leaked_words, longest_common_run, overlap, validate
 
 TABLE1_CONTEXT = ("You are now a medical expert in the clinical area. You are given information of a medical "
                   "intervention, and three clinical trial reports of it, either all successful or all failed.")
@@ -51,7 +51,7 @@ def test_overrides_change_the_hash_and_unknown_parts_are_refused():
 
 
 def test_endpoint_credentials_are_not_kept():
-    from core.batch import _public_url
+    from core.pipeline.batch import _public_url
 
     assert _public_url("https://user:pw@example.org:8443/v1?api-key=abc") == "https://example.org:8443/v1"
     assert _public_url(None) is None

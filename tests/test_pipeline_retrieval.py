@@ -7,7 +7,7 @@ import pytest
 
 from core.ingest.matching import normalize_name
 from core.llm import tiktoken_encoding
-from core.retrieval import (RetrievalError, eligible_interventions, example_document, fit_document, resolve_intervention,
+from core.pipeline.retrieval import (RetrievalError, eligible_interventions, example_document, fit_document, resolve_intervention,
                             retrieve, rule_summary, sample_trials)
 from core.store import connect
 from core.store import retrieval as q
@@ -113,7 +113,7 @@ def test_xml_examples_are_json_of_the_xml_and_results_go_first(con, labels):
 
 
 def test_batch_pool_draws_what_retrieve_draws(con):
-    from core.retrieval import RetrievalPool
+    from core.pipeline.retrieval import RetrievalPool
 
     for intervention, label in ((None, None), ("Docetaxel", 0)):
         pool = RetrievalPool.load(con, "drugbank", 3, intervention)

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import wait_for_app
-from core import experiments as X
+from core.finetune import protocol as X
 from fixtures.finetune.synthetic import insert_synthetic
 
 T = 60_000

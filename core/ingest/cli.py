@@ -8,36 +8,6 @@ import sys
 from core import config
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("--db", help="store file (default: CTGEN_DB or data/ctgen.duckdb)")
-    if command == "sample-data":
-        return
-    if command == "fetch-ctgov":
-        from core.ingest.ctgov_api import DEFAULT_RATE
-        from core.ingest.fetch_ctgov import DEFAULT_PAGE_SIZE
-
-        parser.add_argument("--missing", action="store_true", help="every trial in the store without a full record")
-        parser.add_argument("--labelled", action="store_true",
-                            help="only labelled trials (without a full record)")
-        parser.add_argument("--ids", metavar="FILE", help="NCT ids to fetch, one per line")
-        parser.add_argument("--base-url", metavar="URL",
-                            help="API v2 base URL (default: CTGEN_CTGOV_API or https://clinicaltrials.gov/api/v2)")
-        parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, metavar="N",
-                            help=f"ids per request (default {DEFAULT_PAGE_SIZE})")
-        parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
-                            help=f"at most R requests per second (default {DEFAULT_RATE})")
-        return
-    parser.add_argument("--xml", action="append", default=[], metavar="PATH",
-                        help="ClinicalTrials.gov legacy XML: AllPublicXML-style zip, directory or single file")
-    parser.add_argument("--ctgov-json", action="append", default=[], metavar="PATH",
-                        help="ClinicalTrials.gov API v2 JSON: study file, {studies: [...]} page, directory or ctg-studies.json.zip")
-    parser.add_argument("--top", action="append", default=[], metavar="PATH", help="TOP benchmark CSV (file or directory)")
-    parser.add_argument("--outcomes", metavar="CSV", help="IQVIA-style outcomes CSV (studyid,trialOutcome)")
-    parser.add_argument("--outcome-map", metavar="TXT",
-                        help="outcome2label.txt (default: next to --outcomes)")
-    parser.add_argument("--drugbank", metavar="CSV", help="DrugBank open-data vocabulary CSV")
-
-
 class _Bars:
     """tqdm bars per stage, fed by the ingest progress callback."""
 

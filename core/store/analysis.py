@@ -12,46 +12,6 @@ import pyarrow as pa
 from core.record import TRIAL_FIELDS
 
 
-def _m001_embeddings(con: duckdb.DuckDBPyConnection) -> None:
-    # One vector per (text, model): the text is the scrubbed serialization, so the same trial
-    # text is embedded once whatever page, run or synthetic set asks for it.
-    con.execute(
-        """
-        CREATE TABLE embeddings (
-            text_hash VARCHAR NOT NULL,      -- sha256 of the embedded text
-            model VARCHAR NOT NULL,          -- encoder key, e.g. 'all-MiniLM-L6-v2@256'
-            dim INTEGER NOT NULL,
-            vector FLOAT[] NOT NULL,
-            created_at TIMESTAMP DEFAULT current_timestamp,
-            PRIMARY KEY (text_hash, model)
-        )
-        """
-    )
-
-
-def _m002_results(con: duckdb.DuckDBPyConnection) -> None:
-    # A result is keyed by everything that determines it (kind, parameters, seed), so asking
-    # again with the same parameters reuses it and another choice of parameters sits beside it.
-    con.execute(
-        """
-        CREATE TABLE analysis_results (
-            id VARCHAR PRIMARY KEY,          -- sha256 of kind + canonical parameters JSON
-            kind VARCHAR NOT NULL,           -- 'quality' (metrics + histograms) or 'projection'
-            synthetic_source VARCHAR,        -- NULL = every synthetic set together
-            model VARCHAR,                   -- encoder that actually ran
-            params JSON NOT NULL,            -- every parameter, seed included
-            seed INTEGER,
-            result JSON NOT NULL,
-            elapsed_s DOUBLE,
-            created_at TIMESTAMP DEFAULT current_timestamp
-        )
-        """
-    )
-
-
-MIGRATIONS = [("050_embeddings_cache", _m001_embeddings), ("051_analysis_results", _m002_results)]
-
-
 # ---- embeddings cache ----
 
 def cached_embeddings(con: duckdb.DuckDBPyConnection, hashes: list[str], model: str) -> dict[str, np.ndarray]:

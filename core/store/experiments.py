@@ -10,65 +10,6 @@ import duckdb
 from core.store.trials import effective_label_sql
 
 
-def _m001_experiment_runs(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE TABLE experiment_runs (
-            run_id VARCHAR PRIMARY KEY,
-            grid_id VARCHAR,                    -- runs launched together (`experiment table3`)
-            experiment VARCHAR NOT NULL,        -- 'in-distribution', 'ratio', 'generalization'
-            train VARCHAR NOT NULL,             -- 'none', 'real', 'synthetic', 'hybrid'
-            synthetic_ratio DOUBLE,             -- ratio test: share of synthetic trials in the training set
-            model_requested VARCHAR,
-            model_used VARCHAR,                 -- what actually ran (after any fallback)
-            model_note VARCHAR,                 -- why another model ran / what 'none' means for it
-            seeds INTEGER[],
-            epochs INTEGER,
-            max_length INTEGER,
-            scrub_mode VARCHAR,
-            synthetic_source VARCHAR,           -- NULL: every usable synthetic trial
-            n_train INTEGER,
-            n_val INTEGER,
-            n_test INTEGER,
-            device VARCHAR,
-            samples_per_s DOUBLE,               -- training throughput, mean over seeds
-            started_at TIMESTAMP,
-            finished_at TIMESTAMP,
-            duration_s DOUBLE,
-            summary JSON,                       -- {metric: {mean, sd}}
-            created_at TIMESTAMP DEFAULT current_timestamp
-        )
-        """
-    )
-    con.execute(
-        """
-        CREATE TABLE experiment_results (
-            run_id VARCHAR NOT NULL,
-            seed INTEGER NOT NULL,
-            accuracy DOUBLE, "precision" DOUBLE, recall DOUBLE, f1 DOUBLE, roc_auc DOUBLE, pr_auc DOUBLE,
-            n_train INTEGER, n_val INTEGER, n_test INTEGER,
-            train_seconds DOUBLE,
-            samples_per_s DOUBLE,
-            PRIMARY KEY (run_id, seed)
-        )
-        """
-    )
-    con.execute(
-        """
-        CREATE TABLE experiment_curves (
-            run_id VARCHAR NOT NULL,
-            seed INTEGER NOT NULL,
-            kind VARCHAR NOT NULL,              -- 'roc' (x=fpr, y=tpr) or 'pr' (x=recall, y=precision)
-            x DOUBLE[],
-            y DOUBLE[],
-            PRIMARY KEY (run_id, seed, kind)
-        )
-        """
-    )
-
-
-MIGRATIONS = [("040_experiment_runs", _m001_experiment_runs)]
-
 METRICS = ["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"]
 _USABLE_SYNTHETIC = "coalesce(validation_status, 'ok') <> 'invalid' AND coalesce(review_status, '') <> 'rejected'"
 

@@ -11,38 +11,6 @@ from typing import Any, Callable
 import duckdb
 
 
-def _m020_llm_calls(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("CREATE SEQUENCE llm_calls_id START 1")
-    con.execute(
-        """
-        CREATE TABLE llm_calls (
-            id BIGINT PRIMARY KEY DEFAULT nextval('llm_calls_id'),
-            created_at TIMESTAMP,        -- UTC
-            backend VARCHAR,
-            model VARCHAR,
-            purpose VARCHAR,             -- 'reasoning', 'generation', ...
-            run_id VARCHAR,
-            attempt INTEGER,             -- 1 for the first try of a request
-            messages JSON,               -- chat form: [{role, content}]
-            document VARCHAR,            -- completion form (base models)
-            params JSON,                 -- temperature, max_tokens, stop, seed, timeout_s, ...
-            response_text VARCHAR,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            latency_s DOUBLE,
-            cost_usd DOUBLE,
-            finish_reason VARCHAR,
-            error VARCHAR,               -- NULL on success
-            error_kind VARCHAR,          -- 'rate_limit', 'server', 'timeout', 'connection', ...
-            status INTEGER               -- HTTP status of a failed call, when there was one
-        )
-        """
-    )
-    con.execute("CREATE INDEX llm_calls_run ON llm_calls (run_id)")
-
-
-MIGRATIONS = [("020_llm_calls", _m020_llm_calls)]
-
 _COLUMNS = ["created_at", "backend", "model", "purpose", "run_id", "attempt", "messages", "document", "params",
             "response_text", "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "finish_reason",
             "error", "error_kind", "status"]

@@ -1,6 +1,6 @@
 """Retrieval queries: DrugBank-matched drug interventions with enough labelled trials of each outcome.
 
-Rules (see core.retrieval.RULES):
+Rules (see core.pipeline.retrieval.RULES):
 - "drugbank": any intervention of type Drug whose name matched DrugBank (common name or synonym, normalized).
 - "paper-exact": the trial's first intervention only, matched exactly on a DrugBank common name.
 """

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from core import config
-from core.generation import generated_intervention, parse_trial, to_record
-from core.reasoning import FormatError
+from core.pipeline.generation import generated_intervention, parse_trial, to_record
+from core.pipeline.reasoning import FormatError
 from core.store import connect
 from core.store import synthetic as store
-from core.validation import validate
+from core.pipeline.validation import validate
 
 REPORT_RE = re.compile(r"^synthetic_clinical_report_(\d+)\.txt$")
 
@@ -125,7 +125,7 @@ def import_synthetic(db: str | Path | None, reports_dir: str | Path, labels_file
     interventions = read_interventions(interventions_path) if interventions_path else None
 
     with connect(db) as con:
-        from core.retrieval import normalize_name
+        from core.pipeline.retrieval import normalize_name
         from core.store.retrieval import drug_synonyms, find_drug
 
         cache: dict[str, list[str]] = {}
@@ -148,14 +148,6 @@ def import_synthetic(db: str | Path | None, reports_dir: str | Path, labels_file
     counts = {s: sum(1 for r in rows if r["validation_status"] == s) for s in ("ok", "warning", "invalid")}
     return {"source": source, "imported": len(rows), **counts, "indices": [min(reports), max(reports)],
             "db": str(config.db_path(db))}
-
-
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("--db", help="the store (default: CTGEN_DB or data/ctgen.duckdb)")
-    parser.add_argument("--reports", required=True, help="directory of synthetic_clinical_report_{i}.txt files")
-    parser.add_argument("--labels", required=True, help="label file: line i (from 0) is report i's label (1/0)")
-    parser.add_argument("--interventions", help="intervention list: line i is report i's intervention")
-    parser.add_argument("--source", help="name of the set (default: the reports directory's name)")
 
 
 def run(args: argparse.Namespace) -> int:

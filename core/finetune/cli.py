@@ -12,50 +12,7 @@ from typing import Any
 import duckdb
 
 from core import config
-from core import experiments as X
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give integers separated by commas, e.g. 40,41,42")
-    if not seeds:
-        raise argparse.ArgumentTypeError("--seeds: give at least one seed")
-    return seeds
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="the store (default: CTGEN_DB or data/ctgen.duckdb)")
-    parser.add_argument("--model", default="auto",
-                        help="tfidf | auto (BioBERT if available locally, else the bundled all-MiniLM-L6-v2) | "
-                             "minilm | a local model directory | a Hugging Face id in the local cache")
-    parser.add_argument("--seeds", type=_seeds, default=list(X.DEFAULT_SEEDS), help="comma-separated (default 40,41,42)")
-    parser.add_argument("--epochs", type=int, default=7, help="training epochs (encoders; default 7)")
-    parser.add_argument("--max-length", type=int, default=512, help="max tokens per trial (encoders; default 512)")
-    parser.add_argument("--synthetic-source", default=None, help="use only synthetic trials of this source")
-    parser.add_argument("--scrub-mode", choices=("strict", "paper"), default="strict",
-                        help="strict (default): remove everything that leaks the outcome; paper: the paper's removals")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-
-
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    if command == "experiment":
-        parser.add_argument("name", choices=["table3"], help="the grid to run (table3: the paper's Table 3)")
-        parser.add_argument("--ratio-size", type=int, default=None,
-                            help="training size of the ratio test (default: the synthetic count, capped by A train)")
-        _common(parser)
-        return
-    parser.add_argument("--experiment", required=True, choices=X.EXPERIMENTS)
-    parser.add_argument("--train", choices=X.TRAIN_SETS, default=None,
-                        help="none | real | synthetic | hybrid (ratio test: implied by --synthetic-ratio)")
-    parser.add_argument("--synthetic-ratio", type=float, default=None,
-                        help="ratio test: share of synthetic trials in the training set, 0..1 (or 0..100 %%)")
-    parser.add_argument("--ratio-size", type=int, default=None, help="ratio test: training set size")
-    _common(parser)
-    # Set by core.jobs for background runs.
-    parser.add_argument("--run-id", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--job-dir", default=None, help=argparse.SUPPRESS)
+from core.finetune import protocol as X
 
 
 def _err(msg: str) -> int:
@@ -80,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from core.finetune import resolve_model
-    from core.jobs import JobFiles
+    from core.finetune.train import resolve_model
+    from core.jobs.finetune import JobFiles
     from core.store import StoreLocked
 
     files = JobFiles(args.job_dir) if args.job_dir else None
@@ -189,7 +146,7 @@ def _print_summary(run_row: dict[str, Any], as_json: bool) -> None:
 def _run_table3(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from core.finetune import resolve_model
+    from core.finetune.train import resolve_model
 
     from core.store import StoreLocked
 

@@ -86,10 +86,10 @@ def open_read(db: str | Path | None) -> Iterator[Any]:
 
 
 def eligible_interventions(con: Any) -> tuple[list[str], str]:
-    """Retrieval-eligible interventions (the pipeline's rule, core.retrieval): DrugBank common names."""
-    from core import retrieval
+    """Retrieval-eligible interventions (the pipeline's rule, core.pipeline.retrieval): DrugBank common names."""
+    from core.pipeline import retrieval
 
-    return [d["name"] for d in retrieval.eligible_interventions(con)], "retrieval-eligible interventions (core.retrieval)"
+    return [d["name"] for d in retrieval.eligible_interventions(con)], "retrieval-eligible interventions (core.pipeline.retrieval)"
 
 
 def load_dataset(db: str | Path | None, synthetic_source: str | None = None, scrub_mode: str = "strict") -> Dataset:
@@ -245,7 +245,7 @@ def run_cell(ds: Dataset, experiment: str, train: str, model: str, seeds: list[i
              run_id: str | None = None, grid_id: str | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train and evaluate one cell of the grid for every seed. Returns (run row, per-seed rows)."""
-    from core import finetune
+    from core.finetune import train as finetune
 
     ratio = normalize_ratio(ratio)
     if experiment == "ratio" and ratio is not None and train != "none":

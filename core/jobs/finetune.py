@@ -7,7 +7,7 @@ State lives in files under RUNS_DIR/<run_id>/ (never in the store, so the app ca
   progress.json  seed, step, max_steps, epoch, loss (written by a Trainer callback)
   result.json    the finished run (kept even after it is stored: nothing is lost if the store is busy)
   log.txt        stdout + stderr of the process
-RUNS_DIR is core.config.runs_dir() (CTGEN_RUNS_DIR when set); file and process helpers: core.background.
+RUNS_DIR is core.config.runs_dir() (CTGEN_RUNS_DIR when set); file and process helpers: core.jobs.background.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import background
-from core.background import alive, read_json, signal_group, spawn, write_json_atomic
+from core.jobs import background
+from core.jobs.background import alive, read_json, signal_group, spawn, write_json_atomic
 from core.config import runs_dir
 
 ACTIVE = ("queued", "running")
@@ -51,7 +51,7 @@ class JobFiles:
 
 def start(db: str | Path, argv: list[str], run_id: str | None = None) -> str:
     """Launch `python -m core finetune <argv>` in the background; returns the run id."""
-    from core.experiments import new_run_id
+    from core.finetune.protocol import new_run_id
 
     args = list(argv)
     def _opt(name: str) -> str | None:
@@ -134,7 +134,7 @@ def log_tail(run_id: str, max_chars: int = 6000) -> str:
 def store_pending(db: str | Path) -> list[str]:
     """Store finished runs whose result file never reached the store (e.g. the store stayed busy
     past the child's wait). Idempotent: save_run replaces by run_id."""
-    from core.experiments import store_run
+    from core.finetune.protocol import store_run
 
     done = []
     for j in list_jobs(db):

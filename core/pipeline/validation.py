@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.generation import any_intervention_matches, generated_intervention
+from core.pipeline.generation import any_intervention_matches, generated_intervention
 from core.record import normalize_record
 from core.serialize import LEAK_WORDS, classifier_text
 

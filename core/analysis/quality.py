@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core import background
+from core.jobs import background
 from core.serialize import classifier_text
 
 StageProgress = Callable[[str, float], None]  # (stage text, fraction 0..1 of that stage)
@@ -166,7 +166,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
 def validation_rates(rows: Sequence[dict[str, Any]]) -> dict[str, float | int | None]:
     """Intervention-match and leakage rates from each synthetic trial's validation JSON.
 
-    A check whose name mentions "intervention" is the intervention match (ok = matched; core.validation
+    A check whose name mentions "intervention" is the intervention match (ok = matched; core.pipeline.validation
     calls it "intervention"); one that mentions "leak" ("label_leak") is the leakage check (not ok = the text gives the outcome away). Rows without
     an intervention check fall back to the `intervention_match` column."""
     match, leak = [], []
@@ -239,7 +239,7 @@ def _cap(rows: list, cap: int, rng: np.random.Generator) -> list:
 
 
 def load_corpus(db: str | os.PathLike, params: AnalysisParams, progress: StageProgress | None = None) -> Corpus:
-    from core.embeddings import embed_texts, resolve_encoder
+    from core.analysis.embeddings import embed_texts, resolve_encoder
     from core.store import analysis as store
     from core.store import connect
 

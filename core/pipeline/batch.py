@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import config
-from core.background import read_json, write_json_atomic
+from core.jobs.background import read_json, write_json_atomic
 from core.config import runs_dir
 from core.prompts import PromptError, load_prompts, prompt_hash
-from core.retrieval import MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError, RetrievalPool
+from core.pipeline.retrieval import MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError, RetrievalPool
 from core.store import connect
 from core.store import synthetic as store
 
@@ -67,10 +67,10 @@ def new_run_id() -> str:
 def example_budget(llm: Any, prompts: dict, max_tokens: int, k: int, cap: int | None = None) -> int:
     """Tokens left for the K examples: the context window minus the generation prompt's own text,
     the reasons it will carry and the reply (exact counts with the model's tokenizer)."""
-    from core.retrieval import Example
+    from core.pipeline.retrieval import Example
 
     dummy = Retrieval("DB00000", "X" * 12, 1, "drugbank", 0, [Example("", 1, "", 0, 0) for _ in range(k)], None)
-    from core.generation import build_prompt as gen_prompt
+    from core.pipeline.generation import build_prompt as gen_prompt
 
     messages, document, _ = gen_prompt(dummy, [""] * 5, prompts)
     text = "\n".join(m["content"] for m in messages) if llm.chat else document
@@ -89,9 +89,9 @@ def estimate_items(llm: Any, retrieval: Retrieval, *, n: int, max_tokens: int, p
     """Cost estimate of n items like this one: exact prompt tokens (with `llm`'s own tokenizer and chat
     overhead) of this retrieval's reasoning and generation prompts, with reasons of a typical length;
     replies at `max_tokens` at most (reasoning capped at REASONING_MAX_TOKENS)."""
-    from core.generation import build_prompt as generation_prompt
+    from core.pipeline.generation import build_prompt as generation_prompt
     from core.llm import LLMRequest, estimate_cost
-    from core.reasoning import build_prompt as reasoning_prompt
+    from core.pipeline.reasoning import build_prompt as reasoning_prompt
 
     r_messages, r_document = reasoning_prompt(retrieval, prompts)
     typical = ["x " * (reasons_tokens // 5)] * 5
@@ -265,20 +265,20 @@ class Batch:
             intended, label = retrieval.intervention, retrieval.label
             synonyms = self.pool.synonyms.get(retrieval.drugbank_id, [])
 
-            from core.reasoning import areason
+            from core.pipeline.reasoning import areason
             stage = "reasoning"
             reasoning = await areason(self.llm, retrieval, prompts=self.prompts, temperature=p["temperature"],
                                       max_tokens=min(p["max_tokens"], REASONING_MAX_TOKENS), seed=seed,
                                       attempts=p["attempts"], run_id=self.run_id)
             reasons = reasoning.reasons
 
-            from core.generation import agenerate
+            from core.pipeline.generation import agenerate
             stage = "generation"
             gen = await agenerate(self.llm, retrieval, reasons, prompts=self.prompts, temperature=p["temperature"],
                                   max_tokens=p["max_tokens"], seed=seed + 7919, attempts=p["attempts"],
                                   run_id=self.run_id, synonyms=synonyms)
             stage = "validation"
-            from core.validation import validate
+            from core.pipeline.validation import validate
 
             ex_ids = [e.nct_id for e in retrieval.examples]
             status, checks = await asyncio.to_thread(
@@ -333,7 +333,7 @@ class Batch:
 
     async def _fail(self, index: int, sid: str, stage: str, exc: Exception, intended: str | None,
                     label: int | None, retrieval: Retrieval | None, reasons: list[str] | None) -> None:
-        from core.reasoning import FormatError
+        from core.pipeline.reasoning import FormatError
 
         responses = getattr(exc, "responses", None) or []
         row = {
@@ -491,32 +491,6 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
         batch.progress(status, 0 if status == "done" else n - counts["done"] - counts["failed"])
     return {"run_id": run_id, "n": n, **counts, "cost_usd": batch.cost, "status": status, "seed": seed,
             "example_budget": batch.budget}
-
-
-# ---- CLI ----
-
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("--db", help="the store (default: CTGEN_DB or data/ctgen.duckdb)")
-    parser.add_argument("--n", type=int, required=True, help="how many synthetic trials the run should have")
-    parser.add_argument("--intervention", help="DrugBank name, synonym or id (default: drawn per item)")
-    parser.add_argument("--label", type=int, choices=[0, 1], help="1 success, 0 failure (default: drawn per item)")
-    parser.add_argument("--backend", choices=["local", "openai"], default="local")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OpenAI)")
-    parser.add_argument("--api-key", help="API key (default: OPENAI_API_KEY or .streamlit/secrets.toml); never stored")
-    parser.add_argument("--model", help="model name (openai) or GGUF path (local)")
-    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight (default 1)")
-    parser.add_argument("--seed", type=int, help="run seed (items get seeds derived from it)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="per completion")
-    parser.add_argument("--run-id", help="name of the run; the same id resumes it")
-    parser.add_argument("--rule", choices=list(RULES), default="drugbank", help="retrieval rule")
-    parser.add_argument("--min-each", type=int, default=MIN_EACH,
-                        help="successful and failed trials an intervention needs (default 3)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--example-budget", type=int, help="cap on the examples' tokens (default: what fits)")
-    parser.add_argument("--prompts", help="TOML or JSON file of prompt overrides {stage: {part: text}}")
-    parser.add_argument("--n-ctx", type=int, help="context window override")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 
 def _load_overrides(path: str | None) -> dict | None:

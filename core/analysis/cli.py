@@ -13,32 +13,6 @@ import json
 import sys
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    from core.analysis import PROJECTIONS, REAL_SCOPES
-
-    parser.add_argument("--db", help="store (default: CTGEN_DB or data/ctgen.duckdb)")
-    parser.add_argument("--synthetic-source", default=None,
-                        help="synthetic set to analyse (a 'run:<id>' or an imported set's name; default: all together)")
-    parser.add_argument("--pairs", type=int, default=10_000, help="sampled pairs per histogram (default 10000)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--encoder", choices=["minilm", "biobert"], default="minilm",
-                        help="minilm (bundled, default) or biobert ([CLS]; only where available locally)")
-    parser.add_argument("--real", choices=REAL_SCOPES, default="interventions",
-                        help="real trials compared: those of the set's interventions (paper, default) or all labelled")
-    parser.add_argument("--max-real", type=int, default=5_000, help="cap on real trials (seeded sample; 0 = no cap)")
-    parser.add_argument("--max-synthetic", type=int, default=5_000, help="cap on synthetic trials (0 = no cap)")
-    parser.add_argument("--copy-threshold", type=float, default=0.05,
-                        help="cosine distance at or below which a synthetic trial counts as a near copy (default 0.05)")
-    parser.add_argument("--projection", action="append", choices=PROJECTIONS, default=[],
-                        help="also compute and store a projection (repeatable): tsne, umap")
-    parser.add_argument("--recompute", action="store_true", help="ignore a stored result with the same parameters")
-    parser.add_argument("--each-set", action="store_true",
-                        help="analyse every synthetic set separately, one after another (for side-by-side metrics)")
-    # For the Embeddings page's background runs: live progress as JSON in this file.
-    parser.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)
-
-
 def write_progress(path: str | None, **state) -> None:
     """Replace the progress file atomically (the page reads it while this process writes)."""
     if not path:
@@ -55,7 +29,8 @@ def write_progress(path: str | None, **state) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core import analysis, config
+    from core import config
+    from core.analysis import quality as analysis
 
     db = config.db_path(args.db)
     if not db.exists():
@@ -94,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace, db, params, label: str) -> int:
-    from core import analysis
+    from core.analysis import quality as analysis
 
     from tqdm import tqdm
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.prompts import load_prompts, render
-from core.reasoning import FormatError, ask_until_readable, values_for
+from core.pipeline.reasoning import FormatError, ask_until_readable, values_for
 from core.record import normalize_record
-from core.retrieval import Retrieval, normalize_name
+from core.pipeline.retrieval import Retrieval, normalize_name
 
 DEFAULT_ATTEMPTS = 3
 DOCUMENT_STOP = ["\nSuccessful clinical trial example:", "\nFailed clinical trial example:", "\n\n\n"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from core.prompts import load_prompts, outcome_words, render
-from core.retrieval import Retrieval
+from core.pipeline.retrieval import Retrieval
 
 T = TypeVar("T")
 

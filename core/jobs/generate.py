@@ -1,6 +1,6 @@
 """Batch generation runs started from the app: each is its own process (`python -m core generate`),
 detached in a new session so it outlives Streamlit reruns and page reloads; the page polls the
-run's progress file (written by core.batch) and never waits on the process.
+run's progress file (written by core.pipeline.batch) and never waits on the process.
 
 The API key, when the person typed one, reaches the child through its environment only: never its
 command line (visible to every user of the machine), the launch file, the store or the log.
@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import background
-from core.background import alive, read_json, signal_group, spawn, write_json_atomic
-from core.batch import new_run_id, read_progress
+from core.jobs import background
+from core.jobs.background import alive, read_json, signal_group, spawn, write_json_atomic
+from core.pipeline.batch import new_run_id, read_progress
 from core.config import runs_dir
 
 ACTIVE = ("starting", "running")

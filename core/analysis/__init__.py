@@ -1,0 +1,1 @@
+"""Embeddings and real-vs-synthetic quality analysis."""

@@ -1,0 +1,1 @@
+"""Fine-tuning outcome classifiers: datasets, training, the paper's protocol, Table 3."""

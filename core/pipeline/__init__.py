@@ -1,0 +1,1 @@
+"""The paper's pipeline: retrieval -> reasoning -> generation -> validation."""
