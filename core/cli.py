@@ -143,6 +143,10 @@ def _experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=["table3"], help="the grid to run (table3: the paper's Table 3)")
     p.add_argument("--ratio-size", type=int, default=None,
                    help="training size of the ratio test (default: the synthetic count, capped by A train)")
+    p.add_argument("--executor", choices=("serial", "ray"), default="serial",
+                   help="serial (default): cells one after another here; ray: each cell a Ray task")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: a cluster (ray://host:10001); default: start a local Ray")
     _finetune_common(p)
 
 

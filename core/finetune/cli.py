@@ -146,8 +146,9 @@ def _print_summary(run_row: dict[str, Any], as_json: bool) -> None:
 def _run_table3(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from core.finetune import executors as E
     from core.finetune.train import resolve_model
-
+    from core.jobs.finetune import JobFiles
     from core.store import StoreLocked
 
     try:
@@ -159,22 +160,45 @@ def _run_table3(args: argparse.Namespace) -> int:
         return _err(f"{config.db_path(args.db)}: cannot be read as a store ({exc})")
     if spec.note:
         print(f"note: {spec.note}", file=sys.stderr)
+    files = JobFiles(args.job_dir) if getattr(args, "job_dir", None) else None
+    if files:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # cancel from the page: Ray tasks are cancelled too
+        files.status("running", started_at=time.time(), model_used=spec.name)
     grid_id = time.strftime("table3-%Y%m%d-%H%M%S")
-    runs, skipped = [], []
-    cells = X.table3_grid()
-    for experiment, train, ratio in tqdm(cells, desc="table3", unit="cell", file=sys.stderr):
-        try:
-            run_row, per_seed = X.run_cell(ds, experiment, train, args.model, args.seeds, ratio=ratio,
-                                           epochs=args.epochs, max_length=args.max_length,
-                                           train_size=args.ratio_size if experiment == "ratio" else None,
-                                           grid_id=grid_id)
-        except X.ExperimentError as exc:
-            skipped.append(f"{experiment}/{train}" + (f"/{ratio:.0%} synthetic" if ratio is not None else "") + f": {exc}")
-            continue
-        X.store_run(args.db, run_row, per_seed)  # one short transaction per cell: a crash keeps what finished
-        runs.append(run_row)
+    cells = [E.Cell(*c) for c in X.table3_grid()]
+    grid = E.GridSpec(args.model, tuple(args.seeds), args.epochs, args.max_length, args.ratio_size, grid_id)
+    executor = getattr(args, "executor", "serial")
+    bar = tqdm(total=len(cells), desc=f"table3 ({executor})", unit="cell", file=sys.stderr)
+
+    def stored(res: E.CellResult) -> None:
+        if res.run is not None:  # one short transaction per cell, by the driver: a crash keeps what finished
+            X.store_run(args.db, res.run, res.per_seed)
+
+    def progress(info: dict[str, Any]) -> None:
+        if files:
+            files.progress(info)
+        bar.update(max(0, info.get("cells_done", 0) - bar.n))
+
+    try:
+        results = E.run_grid(ds, cells, grid, executor=executor, address=getattr(args, "address", None),
+                             on_result=stored, progress=progress)
+    except E.ExecutorError as exc:
+        if files:
+            files.status("failed", finished_at=time.time(), error=str(exc))
+        return _err(str(exc))
+    except (KeyboardInterrupt, E.GridCancelled):
+        if files:
+            files.status("cancelled", finished_at=time.time())
+        print("cancelled (finished cells are stored)", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    runs = [r.run for r in results if r.run is not None]
+    skipped = [f"{r.cell.title()}: {r.error}" for r in results if r.error is not None]
+    if files:
+        files.status("done", finished_at=time.time(), stored=True, model_used=spec.name)
     print(f"Table 3 ({grid_id}); model: {spec.name}; scrub mode: {args.scrub_mode}; seeds: "
-          f"{','.join(map(str, args.seeds))}")
+          f"{','.join(map(str, args.seeds))}; executor: {executor}")
     if runs:
         print(X.format_table3(X.table3_rows(runs)))
     for s in skipped:
