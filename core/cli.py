@@ -88,6 +88,9 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-ctx", type=int, help="context window override")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--batch-api", action="store_true",
+                   help="openai backend: send each stage as one OpenAI Batch API job (half price; resumable by --run-id)")
+    p.add_argument("--poll-s", type=float, default=30.0, help="with --batch-api: seconds between status polls")
     _job_dir(p)
 
 

@@ -12,7 +12,9 @@ Faults:
 - `fail_lines`: a predicate on custom_id; those lines go to the error file with status 500;
 - `expire`: the batch ends "expired" after answering only the first `expire_after` lines (the rest go to
   the error file with code "batch_expired"), as OpenAI does when the 24 h window passes;
-- `fail_validation`: the batch ends "failed" with errors.data (bad input file).
+- `expire_first`: only the first N batches created expire that way;
+- `fail_validation`: the batch ends "failed" with errors.data (bad input file);
+- `hold`: a predicate on the batch; batches it holds stay in_progress (to kill a client mid-batch).
 
     with serve(polls_to_finish=2) as srv:
         srv.base_url          # "http://127.0.0.1:PORT/v1"
@@ -43,7 +45,8 @@ from openai_server import _tokens, answer  # noqa: E402  (the same answers as th
 
 class _State:
     def __init__(self, polls_to_finish: int, fail_lines: Callable[[str], bool] | None, expire: bool,
-                 expire_after: int, fail_validation: bool):
+                 expire_after: int, fail_validation: bool, expire_first: int = 0,
+                 hold: Callable[[dict[str, Any]], bool] | None = None):
         self.lock = threading.Lock()
         self.files: dict[str, dict[str, Any]] = {}
         self.content: dict[str, bytes] = {}
@@ -54,6 +57,8 @@ class _State:
         self.expire = expire
         self.expire_after = expire_after
         self.fail_validation = fail_validation
+        self.expire_first = expire_first   # the first N batches created expire
+        self.hold = hold                   # batches for which hold(batch) is true stay in_progress
         self.answered: list[str] = []   # custom_ids answered, over all batches (to count duplicates)
 
     def new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
@@ -159,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._error(404, f"No such Batch object: {m[1]}")
                 st.polls[m[1]] = st.polls.get(m[1], 0) + 1
                 if batch["status"] in ("validating", "in_progress"):
-                    if st.polls[m[1]] >= st.polls_to_finish:
+                    if st.polls[m[1]] >= st.polls_to_finish and not (st.hold and st.hold(batch)):
                         st.finish(batch)
                     else:
                         batch.update(status="in_progress", in_progress_at=batch.get("in_progress_at") or int(time.time()))
@@ -206,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "completed_at": None, "failed_at": None, "expired_at": None, "cancelled_at": None,
                          "request_counts": {"total": 0, "completed": 0, "failed": 0},
                          "metadata": body.get("metadata"), "_n": len(st.batches),
-                         "_expire": st.expire, "_fail_validation": st.fail_validation}
+                         "_expire": st.expire or len(st.batches) < st.expire_first, "_fail_validation": st.fail_validation}
                 st.batches[bid] = batch
                 return self._send(200, self._public(batch))
             if m := re.fullmatch(r"/v1/batches/([\w-]+)/cancel", path):
@@ -249,7 +254,8 @@ class Handle:
             return list(self.state.answered)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("expire", "expire_after", "fail_lines", "fail_validation", "polls_to_finish"):
+        if name in ("expire", "expire_after", "expire_first", "fail_lines", "fail_validation", "polls_to_finish",
+                    "hold"):
             with self.state.lock:
                 setattr(self.state, name, value)
         else:
@@ -258,9 +264,11 @@ class Handle:
 
 @contextmanager
 def serve(polls_to_finish: int = 2, *, fail_lines: Callable[[str], bool] | None = None, expire: bool = False,
-          expire_after: int = 1, fail_validation: bool = False, port: int = 0,
+          expire_after: int = 1, fail_validation: bool = False, expire_first: int = 0,
+          hold: Callable[[dict[str, Any]], bool] | None = None, port: int = 0,
           host: str = "127.0.0.1") -> Iterator[Handle]:
-    server = _Server((host, port), _State(polls_to_finish, fail_lines, expire, expire_after, fail_validation))
+    server = _Server((host, port), _State(polls_to_finish, fail_lines, expire, expire_after, fail_validation,
+                                          expire_first, hold))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -55,12 +55,18 @@ def _lookup(table: dict, model: str):
     return table[best] if best is not None else None
 
 
-def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """USD for one call, or None when the model's price is unknown (e.g. a self-hosted server)."""
+# The Batch API bills input and output at half the standard price (OpenAI's published batch tier).
+BATCH_DISCOUNT = 0.5
+
+
+def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float | None:
+    """USD for one call (at batch prices with `batch`), or None when the model's price is unknown
+    (e.g. a self-hosted server)."""
     price = _lookup(PRICES_PER_1M, model)
     if price is None:
         return None
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+    cost = (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+    return cost * BATCH_DISCOUNT if batch else cost
 
 
 def context_window(model: str) -> int | None:

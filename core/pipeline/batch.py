@@ -408,8 +408,10 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
               rule: str = "drugbank", min_each: int = MIN_EACH, k: int = 3, attempts: int = 3,
               example_budget_cap: int | None = None, prompt_overrides: dict | None = None,
               n_ctx: int | None = None, max_retries: int = 5, timeout_s: float = 120.0,
-              show_progress: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Generate (or complete) run `run_id` up to `n` items. Returns the run's final counts."""
+              show_progress: bool = True, on_progress: Callable[[dict], None] | None = None,
+              batch_api: bool = False, poll_s: float = 30.0) -> dict[str, Any]:
+    """Generate (or complete) run `run_id` up to `n` items. Returns the run's final counts.
+    With `batch_api`, through OpenAI's Batch API (resumable by the same run id)."""
     from core.llm import get_llm
 
     db = config.db_path(db)
@@ -457,12 +459,22 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
                                  f"{' or '.join(map(str, short))} under rule {rule!r}")
 
     log_buffer: list[dict] = []
-    llm = get_llm(backend, model=model, base_url=base_url, api_key=api_key, on_call=log_buffer.append,
-                  n_ctx=n_ctx, max_retries=max_retries, timeout_s=timeout_s)
+    if batch_api:  # the same pipeline; its requests answered through /v1/batches (core.llm.batch_api)
+        if backend != "openai":
+            raise UsageError("--batch-api needs --backend openai")
+        from core.llm.batch_api import create as batch_llm, print_event
+
+        llm = batch_llm(model=model, base_url=base_url, api_key=api_key, n_ctx=n_ctx, on_call=log_buffer.append,
+                        max_retries=max_retries, timeout_s=timeout_s, state_dir=runs_dir() / run_id / "batch-api",
+                        run_id=run_id, poll_s=poll_s, on_batch=print_event)
+        concurrency = n  # every item in flight, so that one stage of all of them is one batch
+    else:
+        llm = get_llm(backend, model=model, base_url=base_url, api_key=api_key, on_call=log_buffer.append,
+                      n_ctx=n_ctx, max_retries=max_retries, timeout_s=timeout_s)
     params = {"intervention": intervention, "drugbank_id": drug["drugbank_id"] if drug else None, "label": label,
               "seed": seed, "backend": backend, "base_url": _public_url(base_url), "model": llm.model, "concurrency": concurrency,
               "max_tokens": max_tokens, "temperature": temperature, "rule": rule, "min_each": min_each, "k": k,
-              "attempts": attempts, "example_budget_cap": example_budget_cap}
+              "attempts": attempts, "example_budget_cap": example_budget_cap, "batch_api": batch_api}
     batch = Batch(db, run_id, n, params, prompts, llm, log_buffer, concurrency, show_progress, on_progress)
     batch.pool = pool
     batch.budget = example_budget(llm, prompts, max_tokens, k, example_budget_cap)
@@ -516,7 +528,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, max_tokens=args.max_tokens, run_id=args.run_id, temperature=args.temperature,
             rule=args.rule, min_each=args.min_each, example_budget_cap=args.example_budget,
             prompt_overrides=_load_overrides(args.prompts), n_ctx=args.n_ctx, timeout_s=args.timeout,
-            show_progress=not args.no_progress,
+            show_progress=not args.no_progress, batch_api=args.batch_api, poll_s=args.poll_s,
         )
     except (UsageError, RetrievalError, PromptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
