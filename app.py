@@ -1,12 +1,15 @@
-"""Home: what is in the store, or a first-run panel that loads the sample data."""
+"""Home: what is in the store, or a first-run panel that loads the sample data; the offer to fetch full
+records for labelled trials that are only TOP rows. Work is done by core.services.home."""
 from __future__ import annotations
 
 import plotly.express as px
 import streamlit as st
 
 from core import ui
+from core.services import home
+from core.services.wording import has_have, plural
 
-st.set_page_config(page_title="Synthetic trial workbench", page_icon=":material/science:", layout="wide")
+st.set_page_config(page_title="Home · Synthetic trial workbench", page_icon=":material/science:", layout="wide")
 ui.sidebar_store()
 
 st.title("Synthetic clinical trial workbench")
@@ -39,8 +42,6 @@ def first_run(state: str, message: str) -> None:
         st.caption("From a terminal: `python -m core sample-data --db " + str(db) + "`")
         if not st.button("Load sample data", type="primary", icon=":material/download:"):
             return
-        from core.ingest import sample_data
-
         with st.status("Loading the sample data…", expanded=True) as status:
             bar = st.progress(0.0, text="starting")
             last: dict = {"stage": None, "pct": -1}
@@ -57,7 +58,7 @@ def first_run(state: str, message: str) -> None:
                 bar.progress(pct / 100, text=f"{name}: {done:,} of {total:,}" if total > 1 else name)
 
             try:
-                sample_data(db, progress=progress)
+                home.load_sample_data(db, progress=progress)
             except Exception as exc:  # show what went wrong; the import is transactional
                 status.update(label="Loading the sample data failed", state="error")
                 st.error(f"{type(exc).__name__}: {exc}")
@@ -67,19 +68,63 @@ def first_run(state: str, message: str) -> None:
         st.rerun()
 
 
+METRIC_W = 190   # px: metrics keep their labels whole and wrap to a second row on a narrow window
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _fetch_offer(db: str, missing: int) -> home.FetchOffer:
+    return home.fetch_offer(db, missing)   # one short probe a minute at most
+
+
+def full_records(o: dict) -> None:
+    """How many labelled trials have a full record; the offer to fetch the rest, or why it cannot."""
+    db = ui.db_path()
+    job = home.fetch_status()
+    if job and job["running"]:
+        with st.status("Fetching full records from ClinicalTrials.gov…", expanded=True):
+            st.code(job["log_tail"] or "starting", language=None)
+            st.button("Refresh", icon=":material/refresh:", key="fetch_refresh")
+        return
+    offer = _fetch_offer(str(db), o["labelled_top_only"])
+    if offer.missing == 0:
+        return
+    with st.container(border=True, key="fetch_offer"):
+        st.write(f"{plural(offer.missing, 'labelled trial')} {has_have(offer.missing)} only a TOP row (no title, "
+                 "summary, arms or outcomes). Their full records come from the ClinicalTrials.gov API v2.")
+        if offer.reachable:
+            if st.button(f"Fetch full records for {plural(offer.missing, 'labelled trial')}", type="primary",
+                         icon=":material/cloud_download:", key="fetch_full"):
+                home.start_fetch(db)
+                st.rerun()
+            st.caption(f"{offer.base_url} answers ({offer.detail}). The fetch runs in the background, page by "
+                       "page; it can be stopped and started again without losing what it fetched.")
+        else:
+            st.info(f"The ClinicalTrials.gov API cannot be reached from this machine, so full records cannot be "
+                    f"fetched here: {offer.detail}. On a connected machine run `{offer.command}`.",
+                    icon=":material/cloud_off:")
+        if job and not job["running"] and job.get("log_tail"):
+            with st.expander("The last fetch"):
+                st.code(job["log_tail"], language=None)
+
+
 def overview() -> None:
     o = ui.query("overview")
-    cols = st.columns(5)
-    cols[0].metric("Trials", f"{o['trials']:,}")
-    cols[1].metric("Labelled", f"{o['labeled']:,}", help="Trials with a binary label from any source")
-    cols[2].metric("Success", f"{o['positive']:,}")
-    cols[3].metric("Failure", f"{o['negative']:,}")
-    cols[4].metric("Eligible interventions", f"{o['eligible_interventions']:,}",
-                   help="DrugBank drugs with at least 3 successful and 3 failed labelled trials: "
-                        "the interventions generation can use")
+    with st.container(horizontal=True, wrap=True, key="headline"):
+        st.metric("Trials", f"{o['trials']:,}", width=METRIC_W)
+        st.metric("Labelled", f"{o['labeled']:,}", help="Trials with a binary label from any source", width=METRIC_W)
+        st.metric("Success", f"{o['positive']:,}", width=METRIC_W)
+        st.metric("Failure", f"{o['negative']:,}", width=METRIC_W)
+        st.metric("Labelled, full record", f"{o['labelled_full_records']:,}", width=METRIC_W,
+                  help="Labelled trials with a full ClinicalTrials.gov record (XML or API v2), not only a TOP row")
+        st.metric("Eligible interventions", f"{o['eligible_interventions']:,}", width=METRIC_W,
+                  help="DrugBank drugs with at least 3 successful and 3 failed labelled trials: "
+                       f"the interventions generation can use ({plural(o['eligible_trials'], 'trial')})")
+        st.metric("Synthetic trials", f"{o['synthetic']:,}", width=METRIC_W,
+                  help="Synthetic trials in the store (generated or imported)")
     if o["conflicts"]:
-        st.caption(f"{o['conflicts']:,} trials have labels that disagree between sources; the effective label "
-                   f"follows the preference {' > '.join(ui.config.label_preference())}.")
+        st.caption(f"{plural(o['conflicts'], 'trial')} {has_have(o['conflicts'])} labels that disagree between "
+                   f"sources; the effective label follows the preference {' > '.join(ui.config.label_preference())}.")
+    full_records(o)
 
     left, right = st.columns(2)
     with left:
@@ -112,19 +157,19 @@ def overview() -> None:
         st.plotly_chart(fig, key="chart_interventions")
 
     st.subheader("DrugBank matches")
-    c = st.columns(4)
-    c[0].metric("DrugBank drugs", f"{o['drugbank_drugs']:,}", help="Size of the DrugBank vocabulary")
-    c[1].metric("Trials with a matched intervention", f"{o['matched_trials']:,}")
-    c[2].metric("Matched interventions", f"{o['matched_interventions']:,}")
-    c[3].metric("Distinct drugs matched", f"{o['matched_drugs']:,}")
+    with st.container(horizontal=True, wrap=True, key="drugbank_counts"):
+        st.metric("DrugBank drugs", f"{o['drugbank_drugs']:,}", help="Size of the DrugBank vocabulary", width=250)
+        st.metric("Trials with a matched intervention", f"{o['matched_trials']:,}", width=250)
+        st.metric("Matched interventions", f"{o['matched_interventions']:,}", width=250)
+        st.metric("Distinct drugs matched", f"{o['matched_drugs']:,}", width=250)
     left, right = st.columns([1, 2])
     with left:
         st.caption("Matches by rule")
         st.dataframe(ui.query("match_rules"), hide_index=True)
     with right:
         eligible = ui.query("eligible_interventions")
-        st.caption(f"Eligible interventions for generation ({len(eligible):,}): at least 3 successful "
-                   "and 3 failed labelled trials")
+        st.caption(f"Eligible interventions for generation ({len(eligible):,}, "
+                   f"{plural(o['eligible_trials'], 'trial')}): at least 3 successful and 3 failed labelled trials")
         st.dataframe(eligible, hide_index=True, height=300)
 
     st.subheader("Data sources")

@@ -26,6 +26,8 @@ def collect(db, migrate: bool = False) -> dict:
 
 
 def _readable(s: dict) -> str:
+    from core.store.retrieval import MIN_EACH
+
     src = s["sources"]
     lines = [
         f"trials:                 {s['trials']:,} (XML {src['ctgov_xml']:,}, API v2 JSON {src['ctgov_json']:,}, "
@@ -37,7 +39,8 @@ def _readable(s: dict) -> str:
         f"DrugBank drugs:         {s['drugbank_drugs']:,}",
         f"intervention matches:   {s['intervention_matches']['interventions']:,} interventions in "
         f"{s['intervention_matches']['trials']:,} trials, {s['intervention_matches']['drugs']:,} drugs",
-        f"eligible interventions: {s['eligible_interventions']:,} (>= 3 success and >= 3 failure trials; "
+        f"eligible interventions: {s['eligible_interventions']:,} in {s['eligible_trials']:,} trials "
+        f"(>= {MIN_EACH} success and >= {MIN_EACH} failure trials; "
         f"first drug only: {s['eligible_interventions_first_drug']:,} in {s['eligible_first_drug_trials']:,} trials)",
         f"synthetic trials:       {s['synthetic']:,} (generation failures: {s['generation_failures']:,})",
         f"ingest errors:          {s['ingest_errors']:,}",

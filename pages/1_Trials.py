@@ -8,9 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from core import ui
-from core.store.browse import LABEL_CHOICES, TrialFilter
+from core.services.trials import LABEL_CHOICES, RECORD_CHOICES, TrialFilter, display_frame, title_of
+from core.services.wording import plural
 
 PAGE_SIZE = 50
+FILTER_W = 260   # px: every filter keeps a readable width (the row wraps at 1,024 px)
 PERSIST = "session"  # filters survive opening a record and coming back
 
 st.set_page_config(page_title="Trials", page_icon=":material/table_view:", layout="wide")
@@ -73,7 +75,7 @@ def record_view(nct_id: str) -> None:
         st.warning(f"{nct_id} is not in the store.")
         return
     rec = trial["record"]
-    st.title(f"{rec['nct_id']}: {rec['brief_title'] or '(no title)'}")
+    st.title(f"{rec['nct_id']}: {title_of(rec, trial['sources'])}")
     if rec["official_title"] and rec["official_title"] != rec["brief_title"]:
         st.caption(rec["official_title"])
 
@@ -102,7 +104,8 @@ def record_view(nct_id: str) -> None:
                 st.text(rec["detailed_description"])
         st.subheader("Eligibility criteria")
         with st.container(border=True, key="eligibility"):
-            st.text(rec["eligibility_criteria"] or "— (not given)")
+            # as written: the registry's line breaks are kept and long lines scroll, never wrapped again
+            st.text(rec["eligibility_criteria"] or "— (not given)", wrap=False, width="stretch")
     with right:
         st.subheader("Study")
         _field("Study type", rec["study_type"])
@@ -169,23 +172,36 @@ def list_view() -> None:
     opts = ui.query("filter_options")
     text = st.text_input("Search title, summary and eligibility criteria", key="q", persist_state=PERSIST,
                          placeholder="e.g. metastatic, HbA1c, pregnancy")
-    c = st.columns(3)
-    intervention = c[0].selectbox("Intervention (or DrugBank drug)", opts["interventions"], index=None,
-                                  key="f_intervention", accept_new_options=True, persist_state=PERSIST,
-                                  placeholder="any; type to search any name")
-    condition = c[1].selectbox("Condition", opts["conditions"], index=None, key="f_condition",
-                               accept_new_options=True, persist_state=PERSIST,
-                               placeholder="any; type to search any name")
-    phases = c[2].multiselect("Phase", opts["phases"], key="f_phase", persist_state=PERSIST, placeholder="any")
-    c = st.columns(3)
-    statuses = c[0].multiselect("Status", opts["statuses"], key="f_status", persist_state=PERSIST,
-                                placeholder="any")
-    labels = c[1].multiselect("Label", list(LABEL_CHOICES), key="f_label", persist_state=PERSIST,
-                              placeholder="any", help="The effective label; 'conflicting': sources disagree")
-    sources = c[2].multiselect("Data source", opts["sources"], key="f_source", persist_state=PERSIST,
-                               placeholder="any")
+    # A wrapping row of fixed-width filters: on a narrow window they move to the next line instead of
+    # shrinking until their labels are cut.
+    with st.container(horizontal=True, wrap=True, key="trial_filters"):
+        intervention = st.selectbox("Intervention (or DrugBank drug)", opts["interventions"], index=None,
+                                    key="f_intervention", accept_new_options=True, persist_state=PERSIST,
+                                    placeholder="any; type to search any name", width=FILTER_W)
+        condition = st.selectbox("Condition", opts["conditions"], index=None, key="f_condition",
+                                 accept_new_options=True, persist_state=PERSIST,
+                                 placeholder="any; type to search any name", width=FILTER_W)
+        phases = st.multiselect("Phase", opts["phases"], key="f_phase", persist_state=PERSIST, placeholder="any",
+                                width=FILTER_W)
+        statuses = st.multiselect("Status", opts["statuses"], key="f_status", persist_state=PERSIST,
+                                  placeholder="any", width=FILTER_W)
+        labels = st.multiselect("Label", list(LABEL_CHOICES), key="f_label", persist_state=PERSIST,
+                                placeholder="any", help="The effective label; 'conflicting': sources disagree",
+                                width=FILTER_W)
+        sources = st.multiselect("Data source", opts["sources"], key="f_source", persist_state=PERSIST,
+                                 placeholder="any", width=FILTER_W)
+        records = st.multiselect("Record", list(RECORD_CHOICES), key="f_record", persist_state=PERSIST,
+                                 placeholder="any", width=FILTER_W,
+                                 help="A full ClinicalTrials.gov record (title, summary, arms, outcomes), "
+                                      "or only a TOP row (status, phase, diseases, drugs, criteria)")
     f = TrialFilter(intervention=intervention or "", condition=condition or "", phases=tuple(phases),
-                    statuses=tuple(statuses), labels=tuple(labels), sources=tuple(sources), text=text or "")
+                    statuses=tuple(statuses), labels=tuple(labels), sources=tuple(sources), text=text or "",
+                    records=tuple(records))
+    o = ui.query("overview")
+    full, top_only = o["labelled_full_records"], o["labelled_top_only"]
+    st.caption(f"{full:,} of {plural(o['labeled'], 'labelled trial')} {'has' if full == 1 else 'have'} a full "
+               f"ClinicalTrials.gov record; {top_only:,} {'is' if top_only == 1 else 'are'} only a TOP row "
+               "(filter them with Record).")
 
     # Each filter has its own page widget, so a new filter starts again at page 1.
     page_key = "trials_page_" + hashlib.sha1(repr(f).encode()).hexdigest()[:12]
@@ -197,9 +213,10 @@ def list_view() -> None:
         df, total = ui.query("search_trials", f, limit=PAGE_SIZE, offset=0)
 
     first = (page - 1) * PAGE_SIZE + 1 if total else 0
-    st.caption(f"{total:,} trials match · showing {first:,}–{first + len(df) - 1 if total else 0:,} · "
-               "select a row to open the record")
+    st.caption(f"{plural(total, 'trial')} {'matches' if total == 1 else 'match'} · showing "
+               f"{first:,}–{first + len(df) - 1 if total else 0:,} · select a row to open the record")
     st.session_state["_trials_page_ncts"] = df["nct_id"].tolist()
+    df = display_frame(df)
     st.dataframe(
         df, hide_index=True, key="trials_table", on_select=_on_select, selection_mode="single-row",
         column_config={
@@ -212,6 +229,8 @@ def list_view() -> None:
             "conditions": st.column_config.TextColumn("Conditions", width=220),
             "interventions": st.column_config.TextColumn("Interventions", width=220),
             "sources": st.column_config.TextColumn("Sources", width=130),
+            "record": st.column_config.TextColumn("Record", width=110,
+                                                  help="full record, or only a TOP row"),
         },
         height=min(38 + 35 * max(len(df), 1), 38 + 35 * 20),
     )

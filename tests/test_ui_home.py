@@ -58,7 +58,8 @@ def test_home_shows_store_counts_and_charts(small_store):
     assert eligible["drugbank_id"].tolist() == ["DB00945"]
     assert list(eligible.loc[0, ["success", "failure"]]) == [4, 3]
     assert len(at.get("plotly_chart")) == 4
-    assert any("1 trials have labels that disagree" in c.value for c in at.caption)
+    # issue 10: plurals right (was "1 trials have labels that disagree")
+    assert any("1 trial has labels that disagree" in c.value for c in at.caption)
     assert str(small_store) in [c.value for c in at.sidebar.code]
     assert not [s for s in at.subheader if s.value.startswith("First run")]
 
@@ -168,3 +169,116 @@ def test_home_in_browser_shows_mirror_trial_count(mirror_db, streamlit_server, p
     expect(main.get_by_text("Eligible interventions for generation")).to_be_visible(timeout=T)
     assert "First run" not in main.inner_text()
     page.screenshot(path="/tmp/ctgen-ui-home.png")
+
+
+# ---- issue 12 / issue 10: full records on Home, the fetch offer, the synthetic count, 1,024 px ----
+
+CTA = ROOT / "tests" / "fixtures" / "ctgov_api"
+FIX = ROOT / "tests" / "fixtures" / "ingest"
+
+
+@pytest.fixture
+def top_store(tmp_path, monkeypatch) -> Path:
+    """9 labelled TOP-only trials (7 of them held by the API stand-in) and one full record."""
+    from core.ingest import ingest
+
+    monkeypatch.setenv("CTGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CTGEN_RUNS_DIR", str(tmp_path / "runs"))
+    db = tmp_path / "top.duckdb"
+    ingest(db, xml=[FIX / "xml" / "NCT90000001.xml"], top=[CTA / "top_fetch.csv"],
+           outcomes=CTA / "outcomes_fetch.csv", outcome_map=FIX / "outcome2label.txt",
+           drugbank=FIX / "drugbank_small.csv")
+    with connect(db) as con:   # NCT90000001 labelled too, so one labelled trial has a full record
+        con.execute("INSERT INTO labels VALUES ('NCT90000001', 'iqvia', 0, 'Terminated, Lack of efficacy')")
+    monkeypatch.setenv("CTGEN_DB", str(db))
+    return db
+
+
+def _full_count(db: Path) -> int:
+    with connect(db, read_only=True) as con:
+        return con.execute("""SELECT count(DISTINCT nct_id) FROM labels JOIN trials USING (nct_id)
+                              WHERE label IS NOT NULL AND list_has_any(sources, ['ctgov_xml', 'ctgov_json'])
+                           """).fetchall()[0][0]
+
+
+def test_home_counts_full_records_and_synthetic_trials(small_store, monkeypatch):
+    monkeypatch.setenv("CTGEN_CTGOV_API", "http://127.0.0.1:9/api/v2")   # nothing listens there
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    metrics = _metrics(at)
+    with connect(small_store, read_only=True) as con:
+        synthetic = con.execute("SELECT count(*) FROM synthetic_trials").fetchall()[0][0]
+    assert metrics["Labelled, full record"] == f"{_full_count(small_store):,}" == "6"
+    assert metrics["Synthetic trials"] == f"{synthetic:,}"
+    # 2 labelled trials are TOP rows only; the API is unreachable: said plainly, no button
+    assert any("2 labelled trials have only a TOP row" in m.value for m in at.markdown)
+    info = " ".join(i.value for i in at.info)
+    assert "cannot be reached from this machine" in info and "fetch-ctgov --db" in info
+    assert not [b for b in at.button if b.label.startswith("Fetch full records")]
+
+
+def test_home_fetches_full_records_in_the_background(top_store, monkeypatch):
+    """Where the API answers (the local stand-in), Home offers the fetch; the button starts `fetch-ctgov
+    --labelled` detached; afterwards the page counts the new full records."""
+    import time
+
+    from ctgov_server import serve
+    from core.services import home
+
+    with serve() as srv:
+        monkeypatch.setenv("CTGEN_CTGOV_API", srv.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert not at.exception
+        assert _metrics(at)["Labelled, full record"] == "1"
+        button = next(b for b in at.button if b.label.startswith("Fetch full records"))
+        assert button.label == "Fetch full records for 9 labelled trials"
+        button.click().run()
+        assert not at.exception
+        deadline = time.monotonic() + 120
+        while (home.fetch_status() or {}).get("running") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        status = home.fetch_status()
+        assert status and not status["running"], status
+        assert "fetched 7" in status["log_tail"] and "not found upstream 2" in status["log_tail"]
+        from core import ui
+
+        ui.clear_cache()
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert _metrics(at)["Labelled, full record"] == "8" == f"{_full_count(top_store):,}"
+        assert any("2 labelled trials have only a TOP row" in m.value for m in at.markdown)
+        assert next(b for b in at.button if b.label.startswith("Fetch full records")).label == \
+            "Fetch full records for 2 labelled trials"
+
+
+@pytest.mark.browser
+def test_home_holds_its_layout_at_1024_px(mirror_db, streamlit_server, browser):
+    """At 1,024 px wide (sidebar open) no metric label is cut, nothing overflows sideways, and the page
+    says plainly that full records cannot be fetched from here."""
+    server = streamlit_server(mirror_db, env={"CTGEN_CTGOV_API": "http://127.0.0.1:9/api/v2"})
+    ctx = browser.new_context(viewport={"width": 1024, "height": 900})
+    pg = ctx.new_page()
+    try:
+        pg.goto(server.url)
+        wait_for_app(pg)
+        main = pg.locator('[data-testid="stMain"]')
+        expect(main.locator('[data-testid="stMetric"]').first).to_be_visible(timeout=T)
+        full = _full_count(mirror_db)
+        metric = main.locator('[data-testid="stMetric"]').filter(
+            has=pg.locator('[data-testid="stMetricLabel"]', has_text="Labelled, full record")).first
+        expect(metric.locator('[data-testid="stMetricValue"]')).to_have_text(f"{full:,}", timeout=T)
+        expect(main.get_by_text("cannot be reached from this machine")).to_be_visible(timeout=T)
+        labels = main.locator('[data-testid="stMetricLabel"]')
+        assert labels.count() >= 11
+        cut = pg.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMetricLabel"]')]
+            .filter(e => { const p = e.querySelector('p') || e; return p.scrollWidth > p.clientWidth + 1; })
+            .map(e => e.innerText)""")
+        assert cut == []
+        assert pg.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        assert pg.title() == "Home · Synthetic trial workbench"
+        # the first page is called Home (not "app", the entry script's name)
+        nav = pg.locator('[data-testid="stSidebar"]')
+        expect(nav.get_by_role("link", name="Home", exact=True)).to_be_visible(timeout=T)
+        assert nav.get_by_text("app", exact=True).count() == 0
+        pg.screenshot(path="/tmp/ctgen-ui-home-1024.png", full_page=True)
+    finally:
+        ctx.close()

@@ -209,3 +209,95 @@ def test_trials_in_browser(mirror_db, streamlit_server, page):
     criteria_box = main.locator(".st-key-eligibility")
     expect(criteria_box).to_contain_text(line, timeout=T)
     page.screenshot(path="/tmp/ctgen-ui-record.png")
+
+
+# ---- issues 10 and 12: TOP rows, the record filter, criteria as written, plurals, 1,024 px ----
+
+def test_record_filter_top_row_titles_and_counts(small_store):
+    top_only = sorted(n for n, t in TRIALS.items() if t[5] == ["top"])
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    # how many labelled trials have a full record (6 of 8 here; 2 are TOP rows only)
+    assert any(c.value.startswith("6 of 8 labelled trials have a full ClinicalTrials.gov record; 2 are only a TOP row")
+               for c in at.caption)
+    at.multiselect(key="f_record").set_value(["TOP row only"]).run()
+    assert _rows(at) == top_only == ["NCT90000003", "NCT90000006"]
+    frame = _frame_with(at, "record")
+    assert set(frame["record"]) == {"TOP row only"}
+    at.multiselect(key="f_record").set_value(["full record"]).run()
+    assert _rows(at) == sorted(set(TRIALS) - set(top_only))
+    at.multiselect(key="f_record").set_value(["full record"]).run()
+    at.multiselect(key="f_label").set_value(["conflicting"]).run()
+    assert _rows(at) == ["NCT90000009"]
+    assert any(c.value.startswith("1 trial matches ·") for c in at.caption)   # not "1 trials match"
+
+
+def test_a_top_row_reads_as_one(small_store):
+    """A TOP-only trial without a title: "(TOP row: no title)" in the list and the record, never None."""
+    with connect(small_store) as con:
+        con.execute("UPDATE trials SET brief_title = NULL, official_title = NULL WHERE nct_id = 'NCT90000003'")
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    titles = _frame_with(at, "title").set_index("nct_id")["title"]
+    assert titles["NCT90000003"] == "(TOP row: no title)"
+    assert titles.notna().all()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["nct"] = "NCT90000003"
+    at.run()
+    assert at.title[0].value == "NCT90000003: (TOP row: no title)"
+    assert "None" not in at.title[0].value
+
+
+def test_browse_record_filter(small_store):
+    with connect(small_store, read_only=True) as con:
+        def ids(**kw):
+            return browse.search_trials(con, browse.TrialFilter(**kw), limit=100)[0]["nct_id"].tolist()
+
+        assert ids(records=("full record", "TOP row only")) == sorted(TRIALS)
+        assert ids(records=("TOP row only",)) == ["NCT90000003", "NCT90000006"]
+        with pytest.raises(ValueError, match="unknown record filter"):
+            ids(records=("half",))
+
+
+@pytest.mark.browser
+def test_trials_hold_their_layout_at_1024_px(mirror_db, streamlit_server, browser):
+    """At 1,024 px wide: every filter keeps a readable width and its whole label, nothing overflows
+    sideways; a record's criteria keep their line breaks and are not wrapped again."""
+    server = streamlit_server(mirror_db)
+    ctx = browser.new_context(viewport={"width": 1024, "height": 900})
+    pg = ctx.new_page()
+    try:
+        pg.goto(server.url + "/Trials")
+        wait_for_app(pg)
+        main = pg.locator('[data-testid="stMain"]')
+        expect(main.get_by_text(re.compile(r"trials match"))).to_be_visible(timeout=T)
+        filters = main.locator(".st-key-trial_filters > div")
+        widths = pg.evaluate("""() => [...document.querySelectorAll(
+            '.st-key-trial_filters [data-testid="stSelectbox"], .st-key-trial_filters [data-testid="stMultiSelect"]')]
+            .map(e => Math.round(e.getBoundingClientRect().width))""")
+        assert len(widths) == 7 and min(widths) >= 200, widths
+        cut = pg.evaluate("""() => [...document.querySelectorAll('.st-key-trial_filters [data-testid="stWidgetLabel"] p')]
+            .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.innerText)""")
+        assert cut == []
+        assert pg.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        assert filters.count() >= 1
+        pg.screenshot(path="/tmp/ctgen-ui-trials-1024.png", full_page=True)
+
+        # a TOP-only record: its title stands in, its criteria shown as written
+        with connect(mirror_db, read_only=True) as con:
+            nct, text = con.execute(
+                """SELECT nct_id, eligibility_criteria FROM trials WHERE sources = ['top'] AND brief_title IS NULL
+                   AND eligibility_criteria LIKE '%\n%' ORDER BY length(eligibility_criteria) DESC LIMIT 1""").fetchall()[0]
+        pg.goto(server.url + "/Trials?nct=" + nct)
+        wait_for_app(pg)
+        expect(main.get_by_role("heading", name=f"{nct}: (TOP row: no title)")).to_be_visible(timeout=T)
+        box = main.locator(".st-key-eligibility [data-testid='stText']").first
+        expect(box).to_be_visible(timeout=T)
+        style = box.evaluate("e => getComputedStyle(e.querySelector('div, pre, span') || e).whiteSpace")
+        assert style in ("pre", "nowrap"), style
+        # as many rendered lines as the text has (line height from the element's style)
+        lines = box.evaluate("""e => { const s = getComputedStyle(e); const lh = parseFloat(s.lineHeight);
+                                      return Math.round(e.scrollHeight / lh); }""")
+        assert abs(lines - len(text.splitlines())) <= 1, (lines, len(text.splitlines()))
+        assert pg.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        ctx.close()

@@ -26,7 +26,8 @@ from core.ingest import iqvia, json_ctgov, top as top_mod, xml_ctgov
 from core.ingest.common import IngestError, Progress, read_file
 
 
-INGEST_MEMORY_LIMIT = "512MB"
+# DuckDB's buffer cache for an import that streams (it would take up to 80% of RAM)
+INGEST_MEMORY_LIMIT = os.environ.get("CTGEN_INGEST_MEMORY_LIMIT", "512MB")
 
 
 def _now() -> datetime:

@@ -12,9 +12,11 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from core.store.trials import effective_label_sql, eligible_interventions_sql, get_records, store_stats
+from core.store.retrieval import eligible_sql
+from core.store.trials import effective_label_sql, full_record_sql, get_records, store_stats
 
 LABEL_CHOICES = ("success", "failure", "unlabelled", "conflicting")
+RECORD_CHOICES = ("full record", "TOP row only")   # a full ClinicalTrials.gov record, or only a TOP row
 NO_PHASE = "(not given)"
 
 
@@ -46,10 +48,12 @@ def overview(con: duckdb.DuckDBPyConnection, preference: list[str] | None = None
         "negative": stats["negative"], "conflicts": stats["label_conflicts"],
         "drugbank_drugs": stats["drugbank_drugs"], "eligible_interventions": stats["eligible_interventions"],
         "matched_trials": m["trials"], "matched_interventions": m["interventions"], "matched_drugs": m["drugs"],
-        "synthetic": stats["synthetic"],
+        "synthetic": stats["synthetic"], "eligible_trials": stats["eligible_trials"],
+        "labelled_full_records": stats["labelled_full_records"],
     }
     out = {k: int(v or 0) for k, v in out.items()}
     out["unlabeled"] = out["trials"] - out["labeled"]
+    out["labelled_top_only"] = out["labeled"] - out["labelled_full_records"]
     return out
 
 
@@ -106,13 +110,13 @@ def top_interventions(con: duckdb.DuckDBPyConnection, n: int = 15) -> pd.DataFra
 def eligible_interventions(
     con: duckdb.DuckDBPyConnection, preference: list[str] | None = None
 ) -> pd.DataFrame:
-    """DrugBank drugs matched by any intervention of at least 3 successful and 3 failed labelled
-    trials (the paper's rule, core.store.trials.eligible_interventions_sql): what generation can use."""
+    """DrugBank drugs matched by a Drug intervention of at least 3 successful and 3 failed labelled
+    trials (the paper's rule, the one definition core.store.retrieval.eligible_sql): what generation can use."""
     return _df(
         con,
         f"""
-        SELECT drugbank_id, common_name AS drug, successes AS success, failures AS failure
-        FROM ({eligible_interventions_sql(False, preference)})
+        SELECT drugbank_id, name AS drug, n_success AS success, n_failure AS failure
+        FROM ({eligible_sql("drugbank", preference=preference)})
         ORDER BY success + failure DESC, drug
         """,
     )
@@ -212,6 +216,7 @@ class TrialFilter:
     labels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     text: str = ""
+    records: tuple[str, ...] = ()   # RECORD_CHOICES
 
 
 def _like(text: str) -> str:
@@ -249,6 +254,12 @@ def _where(f: TrialFilter) -> tuple[str, list]:
     if f.sources:
         clauses.append("list_has_any(t.sources, ?)")
         params.append(list(f.sources))
+    if f.records:
+        unknown = set(f.records) - set(RECORD_CHOICES)
+        if unknown:
+            raise ValueError(f"unknown record filter {sorted(unknown)} (choose from {', '.join(RECORD_CHOICES)})")
+        if len(set(f.records)) == 1:
+            clauses.append(full_record_sql("t") if f.records[0] == RECORD_CHOICES[0] else f"NOT {full_record_sql('t')}")
     if f.labels:
         parts = []
         for lab in f.labels:
@@ -282,7 +293,7 @@ def search_trials(
         FROM trials t LEFT JOIN eff e USING (nct_id) LEFT JOIN conf c ON c.nct_id = t.nct_id
         WHERE {where}
     """
-    cols = """
+    cols = f"""
         t.nct_id, t.brief_title AS title,
         CASE e.label WHEN 1 THEN 'success' WHEN 0 THEN 'failure' ELSE 'unlabelled' END
             || CASE WHEN e.label IS NOT NULL THEN ' (' || e.label_source || ')' ELSE '' END
@@ -291,6 +302,7 @@ def search_trials(
         array_to_string(t.conditions, '; ') AS conditions,
         array_to_string(list_transform(t.interventions, lambda x: x.name), '; ') AS interventions,
         array_to_string(t.sources, ', ') AS sources,
+        CASE WHEN {full_record_sql('t')} THEN 'full record' ELSE 'TOP row only' END AS record,
         count(*) OVER () AS _total
     """
     # The window count gives the total in the same pass as the page.

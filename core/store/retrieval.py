@@ -1,4 +1,5 @@
-"""Retrieval queries: DrugBank-matched drug interventions with enough labelled trials of each outcome.
+"""Retrieval queries: DrugBank-matched drug interventions with enough labelled trials of each outcome (the
+eligibility rule, `eligible_sql`, is defined here once), and which trials have a full record.
 
 Rules (see core.pipeline.retrieval.RULES):
 - "drugbank": any intervention of type Drug whose name matched DrugBank (common name or synonym, normalized).
@@ -10,9 +11,13 @@ import duckdb
 
 from core.store.trials import effective_label_sql
 
+MIN_EACH = 3   # the paper's rule: at least 3 successful and 3 failed labelled trials
+
 _RULE_WHERE = {
     "drugbank": "lower(m.intervention_type) = 'drug'",
     "paper-exact": "lower(m.intervention_type) = 'drug' AND m.position = 0 AND m.rule = 'common_exact'",
+    # not a generation rule: the `stats` figure "first drug only" (any match rule, first intervention)
+    "first-drug": "lower(m.intervention_type) = 'drug' AND m.position = 0",
 }
 
 
@@ -32,42 +37,58 @@ def _labelled_pairs_sql(rule: str, preference: list[str] | None) -> str:
     """
 
 
-def eligible_interventions(con: duckdb.DuckDBPyConnection, rule: str = "drugbank", min_each: int = 3,
-                           preference: list[str] | None = None) -> list[dict]:
-    """Drugs with >= min_each success and >= min_each failure trials: dicts of drugbank_id, name,
-    n_success, n_failure; most trials first."""
-    rows = con.execute(
-        f"""
-        SELECT p.drugbank_id, d.common_name,
+def eligible_sql(rule: str = "drugbank", min_each: int = MIN_EACH, preference: list[str] | None = None) -> str:
+    """THE eligibility rule, defined once (Home, stats, Generate, retrieval and fine-tuning use it): DrugBank
+    drugs with >= min_each successful and >= min_each failed trials by effective label, under a match rule.
+    Columns: drugbank_id, name, n_success, n_failure."""
+    n = int(min_each)
+    return f"""
+        SELECT p.drugbank_id, any_value(d.common_name) AS name,
                count(*) FILTER (WHERE p.label = 1) AS n_success,
                count(*) FILTER (WHERE p.label = 0) AS n_failure
         FROM ({_labelled_pairs_sql(rule, preference)}) p JOIN drugbank d USING (drugbank_id)
-        GROUP BY p.drugbank_id, d.common_name
-        HAVING n_success >= ? AND n_failure >= ?
-        ORDER BY n_success + n_failure DESC, d.common_name
-        """,
-        [min_each, min_each],
+        GROUP BY p.drugbank_id
+        HAVING n_success >= {n} AND n_failure >= {n}
+    """
+
+
+def set_a_sql(rule: str = "drugbank", min_each: int = MIN_EACH, preference: list[str] | None = None) -> str:
+    """Set A: the distinct labelled trials (nct_id, label) of the eligible interventions."""
+    return f"""
+        SELECT DISTINCT nct_id, label FROM ({_labelled_pairs_sql(rule, preference)})
+        WHERE drugbank_id IN (SELECT drugbank_id FROM ({eligible_sql(rule, min_each, preference)}))
+    """
+
+
+def eligible_interventions(con: duckdb.DuckDBPyConnection, rule: str = "drugbank", min_each: int = MIN_EACH,
+                           preference: list[str] | None = None) -> list[dict]:
+    """The eligible drugs (eligible_sql): dicts of drugbank_id, name, n_success, n_failure; most trials first."""
+    rows = con.execute(
+        f"SELECT drugbank_id, name, n_success, n_failure FROM ({eligible_sql(rule, min_each, preference)}) "
+        "ORDER BY n_success + n_failure DESC, name"
     ).fetchall()
     return [{"drugbank_id": r[0], "name": r[1], "n_success": r[2], "n_failure": r[3]} for r in rows]
 
 
-def rule_counts(con: duckdb.DuckDBPyConnection, rule: str, min_each: int = 3,
+def eligible_trials(con: duckdb.DuckDBPyConnection, rule: str = "drugbank", min_each: int = MIN_EACH,
+                    preference: list[str] | None = None) -> list[tuple[str, int]]:
+    """Set A as (nct_id, label), sorted by NCT id."""
+    return [(r[0], int(r[1])) for r in con.execute(
+        f"SELECT nct_id, label FROM ({set_a_sql(rule, min_each, preference)}) ORDER BY nct_id").fetchall()]
+
+
+def rule_counts(con: duckdb.DuckDBPyConnection, rule: str, min_each: int = MIN_EACH,
                 preference: list[str] | None = None) -> dict:
-    """How many interventions and distinct trials a rule yields."""
+    """How many interventions, distinct trials (set A) and (drug, trial) pairs a rule yields."""
     row = con.execute(
         f"""
-        WITH p AS ({_labelled_pairs_sql(rule, preference)}),
-        keep AS (
-            SELECT drugbank_id FROM p GROUP BY drugbank_id
-            HAVING count(*) FILTER (WHERE label = 1) >= ? AND count(*) FILTER (WHERE label = 0) >= ?
-        )
+        WITH keep AS ({eligible_sql(rule, min_each, preference)})
         SELECT (SELECT count(*) FROM keep),
-               (SELECT count(DISTINCT nct_id) FROM p WHERE drugbank_id IN (SELECT drugbank_id FROM keep)),
-               (SELECT count(*) FROM p WHERE drugbank_id IN (SELECT drugbank_id FROM keep))
-        """,
-        [min_each, min_each],
-    ).fetchone()
-    return {"rule": rule, "interventions": row[0], "trials": row[1], "pairs": row[2]}
+               (SELECT count(*) FROM ({set_a_sql(rule, min_each, preference)})),
+               (SELECT coalesce(sum(n_success + n_failure), 0) FROM keep)
+        """
+    ).fetchall()[0]
+    return {"rule": rule, "interventions": row[0], "trials": row[1], "pairs": int(row[2])}
 
 
 def trials_of(con: duckdb.DuckDBPyConnection, drugbank_id: str, label: int, rule: str = "drugbank",

@@ -330,23 +330,6 @@ def log_ingest(con: duckdb.DuckDBPyConnection, command_id: str, command: str, st
     con.execute("INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?)", [command_id, command, started, finished, summary_json])
 
 
-def eligible_interventions_sql(first_only: bool = False, preference: list[str] | None = None) -> str:
-    """DrugBank drugs with >= 3 success and >= 3 failure trials (by effective label): the paper's rule.
-    Columns: drugbank_id, common_name, successes, failures."""
-    where = "WHERE m.position = 0" if first_only else ""
-    return f"""
-        SELECT m.drugbank_id, any_value(d.common_name) AS common_name,
-               count(DISTINCT m.nct_id) FILTER (WHERE l.label = 1) AS successes,
-               count(DISTINCT m.nct_id) FILTER (WHERE l.label = 0) AS failures
-        FROM intervention_matches m
-        JOIN ({effective_label_sql(preference)}) l USING (nct_id)
-        JOIN drugbank d USING (drugbank_id)
-        {where}
-        GROUP BY m.drugbank_id
-        HAVING successes >= 3 AND failures >= 3
-    """
-
-
 def store_stats(con: duckdb.DuckDBPyConnection, preference: list[str] | None = None) -> dict:
     """Counts of what is in the store (the `stats` command and the home page)."""
     one = lambda sql: con.execute(sql).fetchone()  # noqa: E731
@@ -360,13 +343,11 @@ def store_stats(con: duckdb.DuckDBPyConnection, preference: list[str] | None = N
     out["labelled_full_records"] = one(f"SELECT count(*) FROM ({eff}) l JOIN trials t USING (nct_id) "
                                        f"WHERE {full_record_sql('t')}")[0]
     out["drugbank_drugs"] = one("SELECT count(*) FROM drugbank")[0]
-    elig = f"SELECT count(*), coalesce(sum(successes + failures), 0) FROM ({eligible_interventions_sql(False, preference)})"
-    out["eligible_interventions"], out["eligible_intervention_trial_labels"] = one(elig)
-    first = eligible_interventions_sql(True, preference)
-    out["eligible_interventions_first_drug"], out["eligible_first_drug_trials"] = one(
-        f"""SELECT (SELECT count(*) FROM ({first})),
-                   (SELECT count(DISTINCT m.nct_id) FROM intervention_matches m JOIN ({eff}) l USING (nct_id)
-                    WHERE m.position = 0 AND m.drugbank_id IN (SELECT drugbank_id FROM ({first})))""")
+    from core.store.retrieval import rule_counts   # the one eligibility rule
+
+    any_drug, first = rule_counts(con, "drugbank", preference=preference), rule_counts(con, "first-drug", preference=preference)
+    out["eligible_interventions"], out["eligible_trials"] = any_drug["interventions"], any_drug["trials"]
+    out["eligible_interventions_first_drug"], out["eligible_first_drug_trials"] = first["interventions"], first["trials"]
     out["synthetic"] = one("SELECT count(*) FROM synthetic_trials")[0]
     out["generation_failures"] = one("SELECT count(*) FROM generation_failures")[0]
     src = one(

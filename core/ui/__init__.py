@@ -106,8 +106,22 @@ def clear_cache() -> None:
     _cached_query.clear()
 
 
+def sidebar_nav() -> None:
+    """The page list (Streamlit's own is hidden in .streamlit/config.toml: it would call the first page "app",
+    after the entry script's file name)."""
+    from streamlit.errors import StreamlitPageNotFoundError
+
+    try:
+        st.sidebar.page_link("app.py", label="Home", icon=":material/home:")
+        for name, path in PAGES.items():
+            st.sidebar.page_link(path, label=name)
+    except StreamlitPageNotFoundError:
+        pass   # a page script run on its own (AppTest.from_file of one page) knows no other page
+
+
 def sidebar_store() -> None:
-    """Show which store the app works on (every page's sidebar)."""
+    """Show the pages and which store the app works on (every page's sidebar)."""
+    sidebar_nav()
     st.sidebar.caption("Store")
     st.sidebar.code(str(db_path()), language=None, wrap_lines=True)
     st.sidebar.caption("Label preference on conflict: " + " > ".join(config.label_preference()))
