@@ -13,6 +13,10 @@ from core.services.wording import plural
 
 PAGE_SIZE = 50
 FILTER_W = 260   # px: every filter keeps a readable width (the row wraps at 1,024 px)
+CRITERIA_CSS = """<style>
+.st-key-eligibility [data-testid="stText"], .st-key-eligibility [data-testid="stText"] * {
+    white-space: pre !important; overflow-x: auto; }
+</style>"""
 PERSIST = "session"  # filters survive opening a record and coming back
 
 st.set_page_config(page_title="Trials", page_icon=":material/table_view:", layout="wide")
@@ -104,8 +108,10 @@ def record_view(nct_id: str) -> None:
                 st.text(rec["detailed_description"])
         st.subheader("Eligibility criteria")
         with st.container(border=True, key="eligibility"):
-            # as written: the registry's line breaks are kept and long lines scroll, never wrapped again
-            st.text(rec["eligibility_criteria"] or "— (not given)", wrap=False, width="stretch")
+            # as written: the registry's own line breaks, long lines scroll sideways instead of being
+            # wrapped a second time (the text is usually hard-wrapped already)
+            st.html(CRITERIA_CSS)
+            st.text(rec["eligibility_criteria"] or "— (not given)")
     with right:
         st.subheader("Study")
         _field("Study type", rec["study_type"])

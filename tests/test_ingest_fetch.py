@@ -3,7 +3,6 @@ nextPageToken, 404, 429 with Retry-After, 503, reset and dropped connections; pe
 JSON cache, kill -9 and a rerun; the merge of a TOP row with its full record."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -15,7 +15,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from core.ingest.common import (BadRecord, IngestError, Progress, clean, decode_utf8, dir_files, is_zip, open_zip,
                                 read_file, set_provenance, zip_member)

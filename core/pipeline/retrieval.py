@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import random
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import duckdb
 
+from core.ingest.matching import normalize_name
 from core.store import retrieval as q
 from core.store.trials import get_records
 
@@ -27,7 +27,7 @@ RULE_HELP = {
     "paper-exact": "the first intervention only, exactly a DrugBank common name (the paper's rule)",
 }
 K = 3
-MIN_EACH = 3
+MIN_EACH = q.MIN_EACH   # the eligibility rule is the store's (core.store.retrieval.eligible_sql)
 PAPER_EXAMPLE_BUDGET = 100_000  # the paper's check for gpt-4o-mini (128k context)
 TRUNCATION_MARK = " [...]"
 
@@ -81,6 +81,8 @@ class Retrieval:
     seed: int | None
     examples: list[Example]
     budget: int | None
+    n_full: int = 0           # examples drawn from full ClinicalTrials.gov records
+    n_top: int = 0            # examples that are TOP rows only (when the drug has too few full records)
 
     @property
     def truncated(self) -> bool:
@@ -95,16 +97,6 @@ class Retrieval:
         d["truncated"] = self.truncated
         d["tokens"] = self.tokens
         return d
-
-
-def normalize_name(name: str) -> str:
-    """Lower case, punctuation to single spaces (as DrugBank names are matched)."""
-    try:  # the ingest area's normalization, when available, so lookups agree with drugbank_names
-        from core.ingest.matching import normalize_name as ingest_norm  # type: ignore
-
-        return ingest_norm(name)
-    except Exception:
-        return " ".join(re.sub(r"[^0-9a-z]+", " ", name.casefold()).split())
 
 
 # ---- which interventions ----
@@ -154,7 +146,17 @@ def sample_trials(con: duckdb.DuckDBPyConnection, drugbank_id: str, label: int, 
     ids = q.trials_of(con, drugbank_id, label, rule)
     if len(ids) < k:
         raise RetrievalError(f"{drugbank_id} has {len(ids)} trials labelled {label} under rule {rule!r}; need {k}")
-    return (rng or random.Random(seed)).sample(ids, k)
+    return draw(rng or random.Random(seed), ids, q.full_record_ids(con, ids), k)
+
+
+def draw(rng: random.Random, ids: list[str], full: set[str], k: int) -> list[str]:
+    """K of `ids` without replacement, full records first: only from them when there are at least k, else
+    all of them and the rest from the TOP rows (a TOP row has no title, summary, arms or outcomes)."""
+    full_ids = [i for i in ids if i in full]
+    if len(full_ids) >= k:
+        return rng.sample(full_ids, k)
+    rest = [i for i in ids if i not in full]
+    return rng.sample(full_ids, len(full_ids)) + rng.sample(rest, k - len(full_ids))
 
 
 # ---- serialization (the record as JSON of its source structure) ----
@@ -352,7 +354,8 @@ def retrieve(con: duckdb.DuckDBPyConnection, *, intervention: str | None = None,
     docs = [(i, label, example_document(records[i], *raws.get(i, (None, None)))) for i in ids]
     counter = count_tokens or (lambda s: len(s))
     examples = fit_examples(docs, counter, budget if count_tokens else None)
-    return Retrieval(drug["drugbank_id"], drug["name"], label, rule, seed, examples, budget)
+    n_full = len(q.full_record_ids(con, ids))
+    return Retrieval(drug["drugbank_id"], drug["name"], label, rule, seed, examples, budget, n_full, len(ids) - n_full)
 
 
 class RetrievalPool:
@@ -366,6 +369,7 @@ class RetrievalPool:
         self.lists, self.synonyms = lists, synonyms
         self.records: dict[str, dict] = {}
         self.raws: dict[str, tuple[str | None, str | None]] = {}
+        self.full: set[str] = set()   # trials with a full record (drawn first)
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, rule: str = "drugbank", min_each: int = MIN_EACH,
@@ -376,7 +380,9 @@ class RetrievalPool:
         eligible = [] if drug else eligible_interventions(con, rule, min_each)
         ids = [drug["drugbank_id"]] if drug else [d["drugbank_id"] for d in eligible]
         lists = q.trial_lists(con, ids, rule) if ids else {}
-        return cls(rule, min_each, eligible, drug, lists, q.synonyms_of(con, ids) if ids else {})
+        pool = cls(rule, min_each, eligible, drug, lists, q.synonyms_of(con, ids) if ids else {})
+        pool.full = q.full_record_ids(con, sorted({n for v in lists.values() for n in v}))
+        return pool
 
     def count(self, drugbank_id: str, label: int) -> int:
         return len(self.lists.get((drugbank_id, label), []))
@@ -397,7 +403,7 @@ class RetrievalPool:
         if len(ids) < k:
             raise RetrievalError(f"{drug['drugbank_id']} has {len(ids)} trials labelled {label} under rule "
                                  f"{self.rule!r}; need {k}")
-        return drug, int(label), rng.sample(ids, k)
+        return drug, int(label), draw(rng, ids, self.full, k)
 
     def prefetch(self, con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> None:
         todo = sorted(set(nct_ids) - set(self.records))
@@ -415,7 +421,9 @@ class RetrievalPool:
         docs = [(i, label, example_document(self.records[i], *self.raws.get(i, (None, None)))) for i in chosen]
         counter = count_tokens or (lambda s: len(s))
         examples = fit_examples(docs, counter, budget if count_tokens else None)
-        return Retrieval(drug["drugbank_id"], drug["name"], label, self.rule, seed, examples, budget)
+        n_full = sum(i in self.full for i in chosen)
+        return Retrieval(drug["drugbank_id"], drug["name"], label, self.rule, seed, examples, budget, n_full,
+                         len(chosen) - n_full)
 
 
 def example_records(con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> dict[str, dict]:

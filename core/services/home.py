@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core import background, config
+from core import config
+from core.jobs import background
 
 PROBE_TIMEOUT_S = 2.0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-from core.store.trials import effective_label_sql
+from core.store.trials import effective_label_sql, full_record_sql
 
 MIN_EACH = 3   # the paper's rule: at least 3 successful and 3 failed labelled trials
 
@@ -148,3 +148,13 @@ def synonyms_of(con: duckdb.DuckDBPyConnection, drugbank_ids: list[str]) -> dict
     rows = con.execute("SELECT drugbank_id, synonyms FROM drugbank WHERE drugbank_id IN (SELECT unnest(?))",
                        [list(drugbank_ids)]).fetchall()
     return {r[0]: list(r[1] or []) for r in rows}
+
+
+def full_record_ids(con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> set[str]:
+    """Those of `nct_ids` that have a full ClinicalTrials.gov record (core.store.trials.full_record_sql),
+    which retrieval draws its examples from first."""
+    if not nct_ids:
+        return set()
+    rows = con.execute(f"SELECT nct_id FROM trials WHERE nct_id IN (SELECT unnest(?)) AND {full_record_sql()}",
+                       [list(nct_ids)]).fetchall()
+    return {r[0] for r in rows}
