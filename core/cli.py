@@ -31,7 +31,7 @@ def _ingest(p: argparse.ArgumentParser) -> None:
                    help="ClinicalTrials.gov API v2 JSON: study file, {studies: [...]} page, directory or ctg-studies.json.zip")
     p.add_argument("--top", action="append", default=[], metavar="PATH", help="TOP benchmark CSV (file or directory)")
     p.add_argument("--outcomes", metavar="CSV", help="IQVIA-style outcomes CSV (studyid,trialOutcome)")
-    p.add_argument("--outcome-map", metavar="TXT", help="outcome2label.txt (default: next to --outcomes)")
+    p.add_argument("--outcome-map", metavar="TXT", help="outcome2label.txt (default: the one next to --outcomes, else the map data/sources.toml names)")
     p.add_argument("--drugbank", metavar="CSV", help="DrugBank open-data vocabulary CSV")
 
 

@@ -195,3 +195,18 @@ def test_probe_says_whether_the_api_answers():
         base = srv.base_url
     ok, why = probe(base, timeout=1.0)   # the stand-in is gone
     assert not ok and "not reachable" in why
+
+
+def test_client_is_polite_and_honours_retry_after():
+    """The rate limit spaces requests; a 429's Retry-After is waited out (sleeps recorded, not timed)."""
+    waits: list[float] = []
+    with serve(faults=["429", "503"], retry_after="3") as srv:
+        client = ApiClient(srv.base_url, rate=5, backoff_s=0.5, sleep=waits.append)
+        assert client.study("NCT91000001")["protocolSection"]["identificationModule"]["nctId"] == "NCT91000001"
+        assert client.requests == 3 and [r["status"] for r in srv.requests] == [429, 503, 200]
+    assert 3.0 in waits                                   # Retry-After: 3
+    # the backoff of the second attempt (after the 503): 0.5 s * 2 +-20%
+    assert any(0.8 <= w <= 1.2 for w in waits)
+    # and the rate limit: 1/rate = 0.2 s apart (the recorded sleeps do not advance the clock, so they add up)
+    spacing = [w for w in waits if w != 3.0 and not 0.8 <= w <= 1.2]
+    assert spacing and all(0.15 <= w <= 0.41 for w in spacing)

@@ -1,10 +1,14 @@
 """What every importer shares: the error types, strict text decoding and file/archive access."""
 from __future__ import annotations
 
+import re
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Callable
+
+
+NCT_ID = re.compile(r"NCT\d{8}")   # a ClinicalTrials.gov id, in every source
 
 
 class IngestError(Exception):

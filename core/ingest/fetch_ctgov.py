@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Callable
 
 from core import config
 from core.ingest import json_ctgov
-from core.ingest.common import BadRecord, IngestError
+from core.ingest.common import NCT_ID, BadRecord, IngestError
 from core.ingest.ctgov_api import DEFAULT_RATE, ApiClient, FetchError
 from core.ingest.sources import cache_dir
 
 Progress = Callable[[str, int, int], None]
-_NCT = re.compile(r"NCT\d{8}")
 DEFAULT_PAGE_SIZE = 100   # ids per request (the API's pageSize allows up to 1000; long URLs are fragile)
 
 
@@ -43,7 +41,7 @@ def read_ids_file(path: str | os.PathLike) -> list[str]:
         value = line.split("#", 1)[0].strip().upper()
         if not value:
             continue
-        if not _NCT.fullmatch(value):
+        if not NCT_ID.fullmatch(value):
             raise IngestError(f"{p}: line {i}: not an NCT id ({line.strip()[:60]!r}; expected NCT + 8 digits)")
         ids.append(value)
     if not ids:

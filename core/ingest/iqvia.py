@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
-from core.ingest.common import IngestError, decode_utf8
+from core.ingest.common import NCT_ID, IngestError, decode_utf8
 
-_NCT = re.compile(r"NCT\d{8}")
 
 
 def parse_outcome_map(data: bytes, display: str) -> dict[str, int]:
@@ -42,7 +40,7 @@ def parse_outcomes(data: bytes, display: str, outcome_map: dict[str, int]) -> tu
         if not values:
             continue
         rows += 1
-        if len(values) < 2 or not _NCT.fullmatch(values[0].strip()):
+        if len(values) < 2 or not NCT_ID.fullmatch(values[0].strip()):
             errors.append((display, f"row {rows}", f"{display}: row {rows}: invalid studyid or missing trialOutcome"))
             continue
         nct, outcome = values[0].strip(), values[1].strip()

@@ -17,11 +17,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from core.ingest.common import (BadRecord, IngestError, Progress, clean, decode_utf8, dir_files, is_zip, open_zip,
-                                read_file, set_provenance, zip_member)
+from core.ingest.common import (NCT_ID, BadRecord, IngestError, Progress, clean, decode_utf8, dir_files, is_zip,
+                                open_zip, read_file, set_provenance, zip_member)
 from core.record import empty_record
 
-_NCT = re.compile(r"NCT\d{8}")
 
 _PHASES = {"EARLY_PHASE1": "Early Phase 1", "PHASE1": "Phase 1", "PHASE2": "Phase 2", "PHASE3": "Phase 3",
            "PHASE4": "Phase 4", "NA": "N/A"}
@@ -108,7 +107,7 @@ def map_study(study: dict, raw: str, where: str) -> dict[str, Any]:
         raise BadRecord(f"{where}: missing protocolSection")
     ident = ps.get("identificationModule") or {}
     nct = ident.get("nctId")
-    if not isinstance(nct, str) or not _NCT.fullmatch(nct):
+    if not isinstance(nct, str) or not NCT_ID.fullmatch(nct):
         raise BadRecord(f"{where}: missing or invalid protocolSection.identificationModule.nctId ({nct!r})")
     try:
         status = ps.get("statusModule") or {}

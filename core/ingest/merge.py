@@ -2,8 +2,9 @@
 
 Everything that fits in memory is read and parsed first (legacy XML, TOP, IQVIA, DrugBank); input that
 makes the whole command unusable (a truncated archive, a wrong CSV header, non-UTF-8, an empty file,
-hostile XML) raises IngestError before anything is written. API v2 JSON is streamed into the open
-transaction batch by batch (bounded memory for the bulk archive); an error there rolls everything back.
+hostile XML) raises IngestError before anything is written. API v2 JSON is streamed batch by batch into a
+scratch DuckDB file beside the store (bounded memory for the bulk archive), which the store then takes in
+the same one transaction; an error anywhere leaves the store as it was.
 Inside a bulk source a single broken record is skipped, named and counted (summary and ingest_errors).
 
 How sources merge (the SQL is in core.store.trials): one row per NCT id; a full record (XML, then JSON:
@@ -108,7 +109,7 @@ def ingest(
         if progress:
             progress("drugbank", 1, 1)
 
-    # 2. write, all or nothing (the JSON is read while it is written)
+    # 2. write, all or nothing (the JSON is read while it is staged)
     parsed = _now()
     summary["parse_seconds"] = round((parsed - started).total_seconds(), 2)
     command_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"

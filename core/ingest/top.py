@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from core.ingest.common import IngestError, clean, decode_utf8, dedent_block, dir_files
+from core.ingest.common import NCT_ID, IngestError, clean, decode_utf8, dedent_block, dir_files
 from core.record import empty_record
 
 REQUIRED = ["nctid", "status", "why_stop", "label", "phase", "diseases", "drugs", "criteria"]
-_NCT = re.compile(r"NCT\d{8}")
 csv.field_size_limit(1 << 30)
 
 
@@ -67,7 +66,7 @@ def outcome_text(status: str | None, why_stop: str | None) -> str | None:
 def map_row(row: dict[str, str], raw: str, display: str) -> tuple[dict[str, Any], tuple]:
     """One CSV row -> (record, label row). Raises ValueError naming the problem."""
     nct = (row.get("nctid") or "").strip()
-    if not _NCT.fullmatch(nct):
+    if not NCT_ID.fullmatch(nct):
         raise ValueError(f"invalid nctid {nct!r}")
     label = (row.get("label") or "").strip()
     if label not in ("0", "1"):

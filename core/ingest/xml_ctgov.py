@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import re
 import threading
 import xml.etree.ElementTree as ET
 import zipfile
@@ -20,11 +19,10 @@ from typing import Any, Iterable
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from core.ingest.common import (BadRecord, HostileInput, IngestError, Progress, clean, dedent_block, dir_files,
-                                is_zip, open_zip, read_file, set_provenance, zip_member)
+from core.ingest.common import (NCT_ID, BadRecord, HostileInput, IngestError, Progress, clean, dedent_block,
+                                dir_files, is_zip, open_zip, read_file, set_provenance, zip_member)
 from core.record import empty_record
 
-_NCT = re.compile(r"NCT\d{8}")
 
 
 def _text(node: ET.Element | None, path: str) -> str | None:
@@ -77,7 +75,7 @@ def parse_xml(data: bytes, where: str) -> dict[str, Any]:
     if root.tag != "clinical_study":
         raise BadRecord(f"{where}: root element is <{root.tag}>, expected <clinical_study>")
     nct = _text(root, "id_info/nct_id")
-    if not nct or not _NCT.fullmatch(nct):
+    if not nct or not NCT_ID.fullmatch(nct):
         raise BadRecord(f"{where}: missing or invalid id_info/nct_id ({nct!r})")
     try:
         raw = data.decode("utf-8-sig")
