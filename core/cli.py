@@ -175,8 +175,6 @@ def _analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute", action="store_true", help="ignore a stored result with the same parameters")
     p.add_argument("--each-set", action="store_true",
                    help="analyse every synthetic set separately, one after another (for side-by-side metrics)")
-    # For the Embeddings page's background runs: live progress as JSON in this file.
-    p.add_argument("--progress-file", default=None, help=argparse.SUPPRESS)
     _job_dir(p)
 
 

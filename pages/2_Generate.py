@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import ui
 
-from core.jobs import generate as generate_jobs
+from core.services import generate as generate_jobs
 from core.pipeline.batch import REASONING_MAX_TOKENS, UsageError, estimate_items, example_budget
 from core.llm import DEFAULT_OPENAI_MODEL, LLMError, get_llm, resolve_api_key
 from core.prompts import PARTS, PromptError, load_prompts, prompt_hash
@@ -290,7 +290,7 @@ with st.container(border=True, key="gen_batch"):
         if backend == "openai" and not (typed_key or resolve_api_key(None) or base_url):
             st.error("No API key for OpenAI (see the sidebar).")
         else:
-            rid = generate_jobs.start(
+            rid = generate_jobs.start_batch(
                 db, api_key=typed_key, n=int(n), backend=backend, base_url=base_url, model=model,
                 concurrency=int(concurrency), seed=int(run_seed), max_tokens=int(max_tokens),
                 temperature=float(temperature), rule=rule, prompts=overrides or None,
@@ -307,7 +307,7 @@ def _progress() -> None:
                    "going when you leave or reload the page, and `python -m core generate --run-id ID` resumes one.")
         return
     for rid in reversed(runs):
-        s = generate_jobs.state(rid)
+        s = generate_jobs.batch_state(rid)
         total = s["n"] or "?"
         text = (f"{rid}: {s['done']} done, {s['failed']} failed of {total} · {s['status']}"
                 + (f" · ${s['cost_usd']:.4f}" if s.get("cost_usd") else ""))
@@ -315,11 +315,11 @@ def _progress() -> None:
         if s["status"] in generate_jobs.ACTIVE:
             st.button("Stop", key=f"gen_stop_{rid}", on_click=generate_jobs.cancel, args=(rid,),
                       icon=":material/stop:")
-        elif s["status"] in ("failed", "interrupted"):
+        elif s["status"] in ("failed", "cancelled"):
             with st.expander(f"{rid}: log"):
                 st.code(s.get("log") or "(empty)", language=None)
     st.markdown("[Review the generated trials on the Synthetic reports page](/Synthetic_reports)")
 
 
-active = any(generate_jobs.state(r)["status"] in generate_jobs.ACTIVE for r in ss.get("gen_runs", []))
+active = any(generate_jobs.batch_state(r)["status"] in generate_jobs.ACTIVE for r in ss.get("gen_runs", []))
 st.fragment(run_every=1.0 if active else None)(_progress)()

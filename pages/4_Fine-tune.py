@@ -10,7 +10,7 @@ import streamlit as st
 from core.finetune import protocol as X
 from core import serialize, ui
 from core.finetune import train as finetune
-from core.jobs import finetune as jobs
+from core.services import finetune as svc
 
 db = ui.page("Fine-tune", ":material/model_training:",
              caption="Outcome prediction experiments of the paper (section 4.1): train a classifier on real, "
@@ -115,12 +115,10 @@ with st.container(border=True):
     if problem:
         st.warning(problem)
     if st.button("Launch run", type="primary", disabled=bool(problem) or not name, key="ft_launch"):
-        argv = ["--experiment", experiment, "--model", model, "--seeds", ",".join(map(str, seeds)),
-                "--epochs", str(int(epochs)), "--max-length", str(int(max_length)), "--scrub-mode", scrub_mode]
-        argv += ["--synthetic-ratio", str(ratio)] if experiment == "ratio" else ["--train", train]
-        if source:
-            argv += ["--synthetic-source", source]
-        run_id = jobs.start(db, argv)
+        run_id = svc.start_run(db, experiment=experiment, model=model, seeds=seeds, epochs=int(epochs),
+                               max_length=int(max_length), scrub_mode=scrub_mode, synthetic_source=source or None,
+                               synthetic_ratio=ratio if experiment == "ratio" else None,
+                               train=None if experiment == "ratio" else train)
         st.session_state["ft_pick"] = run_id  # the runs panel below shows the new run
         st.success(f"Started run {run_id}")
 
@@ -169,9 +167,9 @@ def _when(ts: float | None) -> str:
 
 def runs_panel() -> None:
     st.subheader("Runs")
-    jobs.store_pending(db)  # results that could not be written while the store was busy
-    all_jobs = jobs.list_jobs(db)
-    active = any(j.get("status") in jobs.ACTIVE for j in all_jobs)
+    svc.store_pending(db)  # results that could not be written while the store was busy
+    all_jobs = svc.run_views(db)
+    active = any(j["status"] in svc.ACTIVE for j in all_jobs)
     if st.session_state.get("ft_was_active") and not active:
         st.session_state["ft_was_active"] = False
         st.rerun()  # a run just ended: stop polling
@@ -181,9 +179,7 @@ def runs_panel() -> None:
         return
     table = pd.DataFrame([{
         "run": j["run_id"], "status": j.get("status"), "progress": _progress_text(j),
-        "model": j.get("model_used") or _arg(j, "--model"), "experiment": _arg(j, "--experiment"),
-        "training": _arg(j, "--train") or (f"{float(_arg(j, '--synthetic-ratio')):.0%} synthetic"
-                                           if _arg(j, "--synthetic-ratio") else ""),
+        "model": j["model"], "experiment": j["experiment"], "training": j["training"],
         "started": _when(j.get("started_at")), "finished": _when(j.get("finished_at")),
         "duration (s)": f"{j['duration_s']:.1f}" if j.get("duration_s") is not None else "",
         "stored": "yes" if j.get("stored") else "no",
@@ -195,13 +191,13 @@ def runs_panel() -> None:
     pick = st.selectbox("Run", ids, key="ft_pick")
     j = next(x for x in all_jobs if x["run_id"] == pick)
     p = j.get("progress") or {}
-    if j.get("status") in jobs.ACTIVE:
+    if j.get("status") in svc.ACTIVE:
         frac = (p.get("step") or 0) / p["max_steps"] if p.get("max_steps") else 0.0
         seeds_done = (p.get("seed_index") or 0) / max(p.get("n_seeds") or 1, 1)
         total = min(1.0, seeds_done + frac / max(p.get("n_seeds") or 1, 1))
         st.progress(total, text=f"{j['status']}: {_progress_text(j) or 'starting…'}")
         if st.button("Cancel run", key=f"ft_cancel_{pick}"):
-            jobs.cancel(pick)
+            svc.cancel(pick)
             st.rerun(scope="fragment")
     elif j.get("status") == "done":
         st.success(f"Run {pick} finished; results are on the Experiments page.")
@@ -210,14 +206,9 @@ def runs_panel() -> None:
     else:
         st.info(f"Run {pick}: {j.get('status')}")
     with st.expander("Log", expanded=j.get("status") == "failed"):
-        st.code(jobs.log_tail(pick) or "(empty)", language=None)
-
-
-def _arg(j: dict, name: str) -> str:
-    argv = j.get("argv") or []
-    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else ""
+        st.code(svc.log_tail(pick) or "(empty)", language=None)
 
 
 # Poll every 2 s only while a run is active (launching one reruns the script, which turns polling on).
-_active = any(j.get("status") in jobs.ACTIVE for j in jobs.list_jobs(db))
+_active = svc.any_active(db)
 st.fragment(run_every=2 if _active else None)(runs_panel)()

@@ -12,6 +12,7 @@ import streamlit as st
 from core import ui
 
 from core.analysis import quality as analysis
+from core.services import analysis as svc
 from core.serialize import classifier_text
 
 db = ui.page("Embeddings and quality", ":material/scatter_plot:", page_title="Embeddings", home_link=True)
@@ -48,33 +49,33 @@ with st.sidebar:
 params = analysis.AnalysisParams(
     synthetic_source=None if choice == ALL else choice, real_scope=scope, pairs=int(pairs), seed=int(seed),
     encoder=encoder, max_real=int(max_real), max_synthetic=int(max_synth), copy_threshold=float(threshold))
-main_job = analysis.job_dir(db, params, projections, False)
+main_job = svc.job_id(db, params, projections, False)
 sets_params = dataclasses.replace(params, synthetic_source=None)
-sets_job = analysis.job_dir(db, sets_params, (), True)
+sets_job = svc.job_id(db, sets_params, (), True)
 
 
 @st.fragment(run_every=1.0)
-def _poll(folder, title: str) -> None:
-    """Polls a running job's progress file; reruns the whole page once the job has ended."""
-    job = analysis.job_state(folder)
-    if not job or job["state"] != "running":
+def _poll(job_id: str, title: str) -> None:
+    """Polls a running job's progress; reruns the whole page once the job has ended."""
+    job = svc.state(job_id)
+    if not job or not job["active"]:
         st.rerun()
     with st.status(title, expanded=True, state="running"):
         st.progress(min(max(float(job.get("fraction") or 0), 0.0), 1.0), text=job.get("stage") or "…")
 
 
-def job_progress(folder, title: str) -> None:
+def job_progress(job_id: str, title: str) -> None:
     # Poll only while a job runs: an idle page does not rerun every second.
-    job = analysis.job_state(folder)
-    if job and job["state"] == "running":
-        _poll(folder, title)
-    elif job and job["state"] in ("error", "died"):
+    job = svc.state(job_id)
+    if job and job["active"]:
+        _poll(job_id, title)
+    elif job and job["state"] == "failed":
         st.error(f"{title} failed: {job.get('message')}")
 
 
-def running(folder) -> bool:
-    job = analysis.job_state(folder)
-    return bool(job and job["state"] == "running")
+def running(job_id: str) -> bool:
+    job = svc.state(job_id)
+    return bool(job and job["active"])
 
 
 res = analysis.stored(db, params, projections)
@@ -82,11 +83,11 @@ have_all = res["quality"] is not None and len(res["projections"]) == len(project
 cols = st.columns([1, 1, 3])
 if cols[0].button("Compute" if not have_all else "Recompute", type="primary" if not have_all else "secondary",
                   disabled=running(main_job), key="emb_compute", icon=":material/play_arrow:"):
-    analysis.start_job(db, params, projections, recompute=have_all)
+    svc.start(db, params, projections, recompute=have_all)
     st.rerun()
 if cols[1].button("Metrics for every set", disabled=running(sets_job), key="emb_compute_sets",
                   help="Quality metrics of each synthetic set separately, for the side-by-side table"):
-    analysis.start_job(db, sets_params, (), each_set=True)
+    svc.start(db, sets_params, (), each_set=True)
     st.rerun()
 if res["quality_row"]:
     row = res["quality_row"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.finetune import protocol as X
-from core.jobs import finetune as jobs
+from core import jobs
+from core.services import finetune as services
 from core.store import connect
 
 
@@ -47,11 +48,11 @@ def _wait(pred, timeout: float, what: str):
 
 def test_progress_cancel_and_the_app_keeps_the_store(mirror_db_copy, runs_dir):
     db = mirror_db_copy
-    rid = jobs.start(db, ["--experiment", "in-distribution", "--train", "real", "--model", "minilm",
-                          "--epochs", "3", "--max-length", "32", "--seeds", "40"])
-    job = jobs.read(rid)
-    assert job["status"] in jobs.ACTIVE and job["pid"] and (runs_dir / rid / "log.txt").exists()
-    first = _wait(lambda: (jobs.read(rid)["progress"].get("step") or 0) > 0 and jobs.read(rid)["progress"],
+    rid = services.start_run(db, experiment="in-distribution", train="real", model="minilm", epochs=3,
+                             max_length=32, seeds=[40], json=False)
+    job = jobs.status(rid)
+    assert job.state in jobs.ACTIVE and job.pid and (runs_dir / rid / "log.txt").exists()
+    first = _wait(lambda: (jobs.status(rid).progress.get("step") or 0) > 0 and jobs.status(rid).progress,
                   240, "training progress")
     assert first["max_steps"] > first["step"] and first["seed"] == 40 and "epoch" in first
     # While it trains the app reads and writes the store without waiting on the run.
@@ -60,16 +61,16 @@ def test_progress_cancel_and_the_app_keeps_the_store(mirror_db_copy, runs_dir):
         with connect(db, read_only=read_only, wait_s=2) as con:
             assert con.execute("SELECT count(*) FROM trials").fetchone()[0] > 0
         assert time.monotonic() - t0 < 2
-    later = _wait(lambda: (jobs.read(rid)["progress"].get("step") or 0) > first["step"] and jobs.read(rid)["progress"],
+    later = _wait(lambda: (jobs.status(rid).progress.get("step") or 0) > first["step"] and jobs.status(rid).progress,
                   120, "progress to advance")
     assert later["step"] > first["step"]
-    assert jobs.read(rid)["status"] == "running"
-    assert any(j["run_id"] == rid and j["status"] == "running" for j in jobs.list_jobs(db))
+    assert jobs.status(rid).state == "running"
+    assert any(j.id == rid and j.state == "running" for j in services.list_runs(db))
 
     assert jobs.cancel(rid) is True
-    job = jobs.read(rid)
-    assert job["status"] == "cancelled" and job["finished_at"]
-    assert _group_members(job["pid"]) == []  # the whole process group is gone (zombies aside)
+    job = jobs.status(rid)
+    assert job.state == "cancelled" and job.status["finished_at"]
+    assert _group_members(job.pid) == []  # the whole process group is gone (zombies aside)
     assert rid not in {r["run_id"] for r in X.stored_runs(db)}
     assert "seed 40" in jobs.log_tail(rid)
 
@@ -78,14 +79,14 @@ def test_results_land_even_when_the_store_is_busy(mirror_db_copy, runs_dir):
     db = mirror_db_copy
     # The "app" holds the write lock while the run starts: the run waits instead of failing.
     with connect(db) as con:
-        rid = jobs.start(db, ["--experiment", "generalization", "--train", "real", "--model", "tfidf",
-                              "--seeds", "40,41", "--json"])
+        rid = services.start_run(db, experiment="generalization", train="real", model="tfidf", seeds=[40, 41],
+                                 json=True)
         time.sleep(3)
         con.execute("SELECT 1").fetchone()
-        assert jobs.read(rid)["status"] in jobs.ACTIVE
-    job = _wait(lambda: jobs.read(rid)["status"] not in jobs.ACTIVE and jobs.read(rid), 180, "the run to finish")
-    assert job["status"] == "done", jobs.log_tail(rid)
-    assert job["stored"] is True and job["model_used"] == "tfidf-logreg" and job["duration_s"] > 0
+        assert jobs.status(rid).state in jobs.ACTIVE
+    job = _wait(lambda: jobs.status(rid).state not in jobs.ACTIVE and jobs.status(rid), 180, "the run to finish")
+    assert job.state == "done", jobs.log_tail(rid)
+    assert job.status["stored"] is True and job.status["model_used"] == "tfidf-logreg" and job.duration_s > 0
     result = json.loads((runs_dir / rid / "result.json").read_text())
     stored = {r["run_id"]: r for r in X.stored_runs(db)}[rid]
     for m in X.METRICS:
@@ -103,12 +104,14 @@ def test_store_pending_saves_results_left_on_disk(mirror_db_copy, runs_dir, tmp_
     ds = X.load_dataset(mirror_db_copy)
     run, per_seed = X.run_cell(ds, "in-distribution", "none", "tfidf", [40], run_id="pending-run")
     d = runs_dir / "pending-run"
-    files = jobs.JobFiles(d)
-    (d / "job.json").write_text(json.dumps({"run_id": "pending-run", "db": str(Path(mirror_db_copy).resolve()),
+    d.mkdir(parents=True)
+    (d / "job.json").write_text(json.dumps({"id": "pending-run", "kind": "finetune", "params": {},
+                                            "db": str(Path(mirror_db_copy).resolve()),
                                             "argv": [], "created_at": time.time(), "pid": None}))
-    files.result(run, per_seed)
-    files.status("done", stored=False, started_at=time.time(), finished_at=time.time())
-    assert jobs.store_pending(mirror_db_copy) == ["pending-run"]
-    assert jobs.read("pending-run")["stored"] is True
+    (d / "status.json").write_text(json.dumps({"state": "done", "stored": False, "started_at": time.time(),
+                                               "finished_at": time.time()}))
+    jobs.JobContext(d).result({"run": run, "per_seed": per_seed})
+    assert services.store_pending(mirror_db_copy) == ["pending-run"]
+    assert jobs.status("pending-run").status["stored"] is True
     assert "pending-run" in {r["run_id"] for r in X.stored_runs(mirror_db_copy)}
-    assert jobs.store_pending(mirror_db_copy) == []
+    assert services.store_pending(mirror_db_copy) == []

@@ -11,27 +11,16 @@ import argparse
 import dataclasses
 import json
 import sys
-
-
-def write_progress(path: str | None, **state) -> None:
-    """Replace the progress file atomically (the page reads it while this process writes)."""
-    if not path:
-        return
-    import os
-    import time
-    from pathlib import Path
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**state, "pid": os.getpid(), "updated": time.time()}))
-    os.replace(tmp, p)
+from typing import Any
 
 
 def run(args: argparse.Namespace) -> int:
     from core import config
     from core.analysis import quality as analysis
 
+    from core.jobs import context_for
+
+    job = context_for(args)
     db = config.db_path(args.db)
     if not db.exists():
         print(f"error: {db}: no store here (--db)", file=sys.stderr)
@@ -43,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             copy_threshold=args.copy_threshold)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        write_progress(args.progress_file, state="error", stage="", fraction=0.0, message=str(exc))
+        job.update(error=str(exc))
         return 2
     sources: list[str | None] = [args.synthetic_source]
     if args.each_set:
@@ -56,19 +45,18 @@ def run(args: argparse.Namespace) -> int:
     for k, source in enumerate(sources):
         p = params if source == params.synthetic_source else dataclasses.replace(params, synthetic_source=source)
         label = f"[{k + 1}/{len(sources)}: {source}] " if len(sources) > 1 else ""
-        one = _run_one(args, db, p, label)
+        one = _run_one(args, db, p, label, job)
         if one:
             failed.append(str(source))
         code = max(code, one)
     if code == 0:
-        write_progress(args.progress_file, state="done", stage="Done", fraction=1.0, message="")
+        job.progress(stage="Done", fraction=1.0)
     elif len(sources) > 1:  # one set's message alone would hide which sets failed
-        write_progress(args.progress_file, state="error", stage="", fraction=1.0,
-                       message=f"failed for: {', '.join(failed)} (see the job's log.txt)")
+        job.update(error=f"failed for: {', '.join(failed)} (see the job's log.txt)")
     return code
 
 
-def _run_one(args: argparse.Namespace, db, params, label: str) -> int:
+def _run_one(args: argparse.Namespace, db, params, label: str, job: Any) -> int:
     from core.analysis import quality as analysis
 
     from tqdm import tqdm
@@ -82,19 +70,18 @@ def _run_one(args: argparse.Namespace, db, params, label: str) -> int:
             bar.set_description_str((label + stage)[:70])
         bar.n = int(round(frac * 100))
         bar.refresh()
-        write_progress(args.progress_file, state="running", stage=label + stage, fraction=frac, message="")
+        job.progress(stage=label + stage, fraction=frac)
 
     try:
         out = analysis.run(db, params, projections=args.projection, recompute=args.recompute, progress=progress)
     except analysis.AnalysisError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
-        write_progress(args.progress_file, state="error", stage=label, fraction=0.0, message=str(exc))
+        job.update(error=label + str(exc))
         return 2
     except Exception as exc:  # the page shows it; the traceback goes to the job's log
         bar.close()
-        write_progress(args.progress_file, state="error", stage=label, fraction=0.0,
-                       message=f"{type(exc).__name__}: {exc}")
+        job.update(error=f"{label}{type(exc).__name__}: {exc}")
         raise
     bar.close()
     q = out["quality"]

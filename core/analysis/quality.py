@@ -456,69 +456,6 @@ def cli_summary(quality: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------- background runs (the Embeddings page) ----------------
-
-def job_dir(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str], each_set: bool) -> "Path":
-    """data/runs/analysis-<hash>: one folder per (store, parameters), so a rerun of the page finds
-    the job it started."""
-    from pathlib import Path
-
-    from core import config
-
-    body = json.dumps({"db": str(Path(db).resolve()), "p": asdict(params), "proj": sorted(projections),
-                       "each": each_set}, sort_keys=True)
-    return config.runs_dir() / f"analysis-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
-
-
-def job_state(folder: "Path") -> dict[str, Any] | None:
-    """The job's last progress ({state, stage, fraction, message}); state 'died' when its process
-    is gone without saying done."""
-    p = folder / "progress.json"
-    try:
-        state = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    if state.get("state") == "running" and not background.alive(int(state.get("pid", 0))):
-        log = folder / "log.txt"
-        tail = log.read_text()[-1500:] if log.exists() else ""
-        state = {**state, "state": "died", "message": f"the analysis process ended unexpectedly\n{tail}"}
-    return state
-
-
-def start_job(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str] = (),
-              each_set: bool = False, recompute: bool = False) -> "Path":
-    """Run `python -m core analyze` for these parameters in its own process (the page never waits
-    on it; it reads progress.json). Returns the job folder. A job already running is not started twice."""
-    import sys
-
-    folder = job_dir(db, params, projections, each_set)
-    state = job_state(folder)
-    if state and state.get("state") == "running":
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "core", "analyze", "--db", str(db), "--pairs", str(params.pairs),
-            "--seed", str(params.seed), "--encoder", params.encoder, "--real", params.real_scope,
-            "--max-real", str(params.max_real), "--max-synthetic", str(params.max_synthetic),
-            "--copy-threshold", str(params.copy_threshold), "--progress-file", str(folder / "progress.json")]
-    if params.synthetic_source is not None:
-        args += ["--synthetic-source", params.synthetic_source]
-    for m in projections:
-        args += ["--projection", m]
-    if each_set:
-        args.append("--each-set")
-    if recompute:
-        args.append("--recompute")
-    (folder / "progress.json").write_text(json.dumps(
-        {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": os.getpid(),
-         "updated": time.time()}))
-    (folder / "log.txt").unlink(missing_ok=True)
-    pid = background.spawn(args, folder / "log.txt")
-    (folder / "progress.json").write_text(json.dumps(
-        {"state": "running", "stage": "Starting", "fraction": 0.0, "message": "", "pid": pid,
-         "updated": time.time()}))
-    return folder
-
-
 def stored(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str] = ()) -> dict[str, Any]:
     """What the store holds for these parameters: {"quality": ... or None, "projections": {m: ...}}."""
     from core.store import analysis as store

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from typing import Any
@@ -13,15 +12,12 @@ import duckdb
 
 from core import config
 from core.finetune import protocol as X
+from core.jobs import CANCELLED_RC
 
 
 def _err(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return 2
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt("cancelled")
 
 
 def _progress_bar(total: int, desc: str) -> Any:
@@ -38,46 +34,41 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from core.finetune.train import resolve_model
-    from core.jobs.finetune import JobFiles
+    from core.jobs import context_for
     from core.store import StoreLocked
 
-    files = JobFiles(args.job_dir) if args.job_dir else None
-    if files:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        files.status("running", started_at=time.time(), pid_child=None)
+    job = context_for(args)  # a no-op outside a background job; the runner owns the job's state
     bar = None
     try:
         train = args.train
         if train is None:
             if args.experiment != "ratio":
-                return _fail(files, "--train is required (none, real, synthetic or hybrid)")
+                return _fail(job, "--train is required (none, real, synthetic or hybrid)")
             train = "hybrid"
         try:
             ratio = X.normalize_ratio(args.synthetic_ratio)
             spec = resolve_model(args.model)
         except ValueError as exc:
-            return _fail(files, str(exc))
+            return _fail(job, str(exc))
         if spec.note:
             print(f"note: {spec.note}", file=sys.stderr)
         print(f"model: {spec.name}", file=sys.stderr)
-        if files:
-            files.status("running", model_used=spec.name, model_note=spec.note)
-            files.progress({"stage": "reading the store"})
+        job.update(model_used=spec.name, model_note=spec.note)
+        job.progress(stage="reading the store")
         try:
             ds = X.load_dataset(args.db, args.synthetic_source, args.scrub_mode)  # short read-only connection
             X.check_request(ds, args.experiment, train, ratio)
         except (FileNotFoundError, X.ExperimentError, StoreLocked) as exc:
-            return _fail(files, str(exc))
+            return _fail(job, str(exc))
         except duckdb.Error as exc:
-            return _fail(files, f"{config.db_path(args.db)}: cannot be read as a store ({exc})")
+            return _fail(job, f"{config.db_path(args.db)}: cannot be read as a store ({exc})")
         print(f"set A: {len(ds.set_a)} trials ({ds.interventions_from}: {len(ds.interventions)}); "
               f"set B: {len(ds.set_b)}; synthetic: {len(ds.synthetic)}", file=sys.stderr)
         state = {"seed_index": -1}
 
         def progress(info: dict[str, Any]) -> None:
             nonlocal bar
-            if files:
-                files.progress(info)
+            job.progress(throttle_s=0.25 if info.get("stage") == "training" else 0.0, **info)
             if info["seed_index"] != state["seed_index"]:
                 state["seed_index"] = info["seed_index"]
                 if bar is not None:
@@ -94,39 +85,30 @@ def _run_finetune(args: argparse.Namespace) -> int:
                                            epochs=args.epochs, max_length=args.max_length,
                                            train_size=args.ratio_size, run_id=args.run_id, progress=progress)
         except X.ExperimentError as exc:
-            return _fail(files, str(exc))
+            return _fail(job, str(exc))
         if bar is not None:
             bar.close()
-        if files:
-            files.result(run_row, per_seed)  # on disk first: nothing is lost if the store stays busy
+        job.result({"run": run_row, "per_seed": per_seed})  # on disk first: nothing is lost if the store stays busy
         try:
             X.store_run(args.db, run_row, per_seed)
         except StoreLocked as exc:
-            if not files:
+            if not job:
                 raise
             # Kept in result.json; the Fine-tune page stores it as soon as the store is free.
-            print(f"warning: {exc}; results kept in {files.dir / 'result.json'}", file=sys.stderr)
-            files.status("done", finished_at=time.time(), stored=False, model_used=run_row["model_used"])
+            print(f"warning: {exc}; results kept in {job.dir / 'result.json'}", file=sys.stderr)
+            job.update(stored=False, model_used=run_row["model_used"])
             _print_summary(run_row, args.json)
             return 0
-        if files:
-            files.status("done", finished_at=time.time(), stored=True, model_used=run_row["model_used"])
+        job.update(stored=True, model_used=run_row["model_used"])
         _print_summary(run_row, args.json)
         return 0
     except KeyboardInterrupt:
-        if files:
-            files.status("cancelled", finished_at=time.time())
         print("cancelled", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if files:
-            files.status("failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
-        raise
+        return CANCELLED_RC
 
 
-def _fail(files: Any, msg: str) -> int:
-    if files:
-        files.status("failed", finished_at=time.time(), error=msg)
+def _fail(job: Any, msg: str) -> int:
+    job.update(error=msg)
     return _err(msg)
 
 
@@ -148,7 +130,6 @@ def _run_table3(args: argparse.Namespace) -> int:
 
     from core.finetune import executors as E
     from core.finetune.train import resolve_model
-    from core.jobs.finetune import JobFiles
     from core.store import StoreLocked
 
     try:
@@ -160,10 +141,10 @@ def _run_table3(args: argparse.Namespace) -> int:
         return _err(f"{config.db_path(args.db)}: cannot be read as a store ({exc})")
     if spec.note:
         print(f"note: {spec.note}", file=sys.stderr)
-    files = JobFiles(args.job_dir) if getattr(args, "job_dir", None) else None
-    if files:
-        signal.signal(signal.SIGTERM, _on_sigterm)  # cancel from the page: Ray tasks are cancelled too
-        files.status("running", started_at=time.time(), model_used=spec.name)
+    from core.jobs import context_for
+
+    job = context_for(args)  # cancel from the page (SIGTERM -> KeyboardInterrupt): Ray tasks are cancelled too
+    job.update(model_used=spec.name)
     grid_id = time.strftime("table3-%Y%m%d-%H%M%S")
     cells = [E.Cell(*c) for c in X.table3_grid()]
     grid = E.GridSpec(args.model, tuple(args.seeds), args.epochs, args.max_length, args.ratio_size, grid_id)
@@ -175,28 +156,24 @@ def _run_table3(args: argparse.Namespace) -> int:
             X.store_run(args.db, res.run, res.per_seed)
 
     def progress(info: dict[str, Any]) -> None:
-        if files:
-            files.progress(info)
+        job.progress(throttle_s=0.25 if info.get("cell_stage") == "training" else 0.0,
+                     done=info.get("cells_done", 0), total=info.get("cells_total", len(cells)), **info)
         bar.update(max(0, info.get("cells_done", 0) - bar.n))
 
     try:
         results = E.run_grid(ds, cells, grid, executor=executor, address=getattr(args, "address", None),
                              on_result=stored, progress=progress)
     except E.ExecutorError as exc:
-        if files:
-            files.status("failed", finished_at=time.time(), error=str(exc))
+        job.update(error=str(exc))
         return _err(str(exc))
     except (KeyboardInterrupt, E.GridCancelled):
-        if files:
-            files.status("cancelled", finished_at=time.time())
         print("cancelled (finished cells are stored)", file=sys.stderr)
-        return 130
+        return CANCELLED_RC
     finally:
         bar.close()
     runs = [r.run for r in results if r.run is not None]
     skipped = [f"{r.cell.title()}: {r.error}" for r in results if r.error is not None]
-    if files:
-        files.status("done", finished_at=time.time(), stored=True, model_used=spec.name)
+    job.update(stored=True, model_used=spec.name)
     print(f"Table 3 ({grid_id}); model: {spec.name}; scrub mode: {args.scrub_mode}; seeds: "
           f"{','.join(map(str, args.seeds))}; executor: {executor}")
     if runs:

@@ -1,2 +1,3 @@
-"""What the pages call (one module per area): reads, imports and background jobs. Pages render only: they
-never import core.store or duckdb, open connections or start processes themselves."""
+"""What the pages call: reads, review, imports, starting and watching jobs. One module per area
+(home, trials, generate, review, finetune, analysis). Pages render only: they never open a store
+connection, import core.store or duckdb, or start a process themselves."""
