@@ -45,6 +45,7 @@ KINDS: dict[str, list[str]] = {
     "table3": ["experiment", "table3"],
     "analyze": ["analyze"],
     "sample-data": ["sample-data"],
+    "fetch-ctgov": ["fetch-ctgov"],
 }
 # A job that does not reach 'running' within this long after its start has died before saying so.
 _START_GRACE_S = 20.0

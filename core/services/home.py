@@ -4,14 +4,11 @@ so the page never waits for it). Counts come from core.store.browse.overview thr
 from __future__ import annotations
 
 import os
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from core import config
-from core.jobs import background
+from core import jobs
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -45,29 +42,19 @@ def fetch_offer(db: str | os.PathLike, missing: int, timeout: float = PROBE_TIME
     return FetchOffer(missing, ok, detail, base, command)
 
 
-def _state_file() -> Path:
-    return config.runs_dir() / "fetch-ctgov.json"
+FETCH_JOB = "fetch-ctgov-labelled"  # one fetch at a time: a second click finds the running one
 
 
 def start_fetch(db: str | os.PathLike) -> dict:
-    """Start `fetch-ctgov --labelled` for this store, detached; its state (pid, log) is kept under runs_dir."""
-    runs = config.runs_dir()
-    runs.mkdir(parents=True, exist_ok=True)
-    current = fetch_status()
-    if current and current["running"]:
-        return current
-    log = runs / f"fetch-ctgov-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    cmd = [sys.executable, "-m", "core", "fetch-ctgov", "--db", str(db), "--labelled"]
-    pid = background.spawn(cmd, log)
-    state = {"pid": pid, "db": str(db), "log": str(log), "started": time.time(), "base_url": config.ctgov_api_base()}
-    background.write_json_atomic(_state_file(), state)
-    return {**state, "running": True, "log_tail": ""}
+    """Start `fetch-ctgov --labelled` for this store as a background job (core.jobs)."""
+    jobs.start(jobs.JobSpec(kind="fetch-ctgov", db=db, params={"labelled": True}, job_id=FETCH_JOB))
+    return fetch_status() or {}
 
 
 def fetch_status(max_chars: int = 2_000) -> dict | None:
-    """The latest fetch started from the app: its state plus `running` and `log_tail`; None if there is none."""
-    state = background.read_json(_state_file())
-    if not state:
+    """The latest fetch started from the app: its job state plus `running` and `log_tail`; None if there is none."""
+    j = jobs.status(FETCH_JOB)
+    if j is None:
         return None
-    return {**state, "running": background.alive(state.get("pid")),
-            "log_tail": background.log_tail(Path(state["log"]), max_chars)}
+    return {"state": j.state, "db": j.db, "pid": j.pid, "started": j.created_at, "error": j.error,
+            "running": j.active, "log_tail": jobs.log_tail(FETCH_JOB, max_chars)}
