@@ -79,7 +79,7 @@ def _fetch_offer(db: str, missing: int) -> home.FetchOffer:
 def full_records(o: dict) -> None:
     """How many labelled trials have a full record; the offer to fetch the rest, or why it cannot."""
     db = ui.db_path()
-    job = home.fetch_status()
+    job = home.fetch_status(db)
     if job and job["running"]:
         with st.status("Fetching full records from ClinicalTrials.gov…", expanded=True):
             st.code(job["log_tail"] or "starting", language=None)

@@ -235,9 +235,9 @@ def test_home_fetches_full_records_in_the_background(top_store, monkeypatch):
         button.click().run()
         assert not at.exception
         deadline = time.monotonic() + 120
-        while (home.fetch_status() or {}).get("running") and time.monotonic() < deadline:
+        while (home.fetch_status(top_store) or {}).get("running") and time.monotonic() < deadline:
             time.sleep(0.3)
-        status = home.fetch_status()
+        status = home.fetch_status(top_store)
         assert status and not status["running"], status
         assert "fetched 7" in status["log_tail"] and "not found upstream 2" in status["log_tail"]
         from core import ui

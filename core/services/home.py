@@ -48,13 +48,14 @@ FETCH_JOB = "fetch-ctgov-labelled"  # one fetch at a time: a second click finds 
 def start_fetch(db: str | os.PathLike) -> dict:
     """Start `fetch-ctgov --labelled` for this store as a background job (core.jobs)."""
     jobs.start(jobs.JobSpec(kind="fetch-ctgov", db=db, params={"labelled": True}, job_id=FETCH_JOB))
-    return fetch_status() or {}
+    return fetch_status(db) or {}
 
 
-def fetch_status(max_chars: int = 2_000) -> dict | None:
-    """The latest fetch started from the app: its job state plus `running` and `log_tail`; None if there is none."""
+def fetch_status(db: str | os.PathLike, max_chars: int = 2_000) -> dict | None:
+    """The latest fetch started from the app for this store: its job state plus `running` and `log_tail`;
+    None if there is none."""
     j = jobs.status(FETCH_JOB)
-    if j is None:
+    if j is None or str(j.db) != str(db):
         return None
     return {"state": j.state, "db": j.db, "pid": j.pid, "started": j.created_at, "error": j.error,
             "running": j.active, "log_tail": jobs.log_tail(FETCH_JOB, max_chars)}

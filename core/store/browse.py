@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from core.store.retrieval import eligible_sql
+from core.store import retrieval
 from core.store.trials import effective_label_sql, full_record_sql, get_records, store_stats
 
 LABEL_CHOICES = ("success", "failure", "unlabelled", "conflicting")
@@ -110,16 +110,11 @@ def top_interventions(con: duckdb.DuckDBPyConnection, n: int = 15) -> pd.DataFra
 def eligible_interventions(
     con: duckdb.DuckDBPyConnection, preference: list[str] | None = None
 ) -> pd.DataFrame:
-    """DrugBank drugs matched by a Drug intervention of at least 3 successful and 3 failed labelled
-    trials (the paper's rule, the one definition core.store.retrieval.eligible_sql): what generation can use."""
-    return _df(
-        con,
-        f"""
-        SELECT drugbank_id, name AS drug, n_success AS success, n_failure AS failure
-        FROM ({eligible_sql("drugbank", preference=preference)})
-        ORDER BY success + failure DESC, drug
-        """,
-    )
+    """The interventions generation can use (the one rule, core.store.retrieval.eligible_interventions), as
+    the Home page's table: drugbank_id, drug, success, failure."""
+    rows = retrieval.eligible_interventions(con, "drugbank", preference=preference)
+    return pd.DataFrame(rows, columns=["drugbank_id", "name", "n_success", "n_failure"]).rename(
+        columns={"name": "drug", "n_success": "success", "n_failure": "failure"})
 
 
 def match_rules(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
