@@ -1,11 +1,15 @@
 """Benchmark: embed and project (t-SNE and UMAP) N real trials on this machine's CPU cores.
 
-    python benchmarks/bench_embed_project.py [--db STORE] [--n 10000] [--subset 200]
+    python benchmarks/bench_embed_project.py [--db STORE] [--n 10000] [--subset 200] [--encoder minilm]
+                                             [--compare 48] [--json]
 
 Without --db, the data mirror is loaded into a temporary store first (not timed). Prints the
 time of each stage and two same-process ratios against baselines:
   - batched encoder (length-sorted batches of 64) vs naive one-text-at-a-time, on a subset;
-  - cached vs uncached embedding of all N texts (the store's (text hash, model) cache).
+  - cached vs uncached embedding of all N texts (the store's (text hash, model) cache);
+  - with --compare K: each MiniLM encoder (torch, ONNX Runtime fp32, int8 = lossy) on the same K texts,
+    timed in turns, speed-up and cosine agreement against the torch vectors (today's vectors).
+--json prints one JSON line last: embed_s (uncached, fresh cache), tsne_s, umap_s, total_s (their sum).
 Goal (issue 5): embed + t-SNE + UMAP of 10,000 trials under 2 minutes on 2 cores.
 """
 from __future__ import annotations
@@ -28,6 +32,9 @@ def main() -> int:
     ap.add_argument("--subset", type=int, default=200, help="texts for the batched vs one-by-one comparison")
     ap.add_argument("--skip-tsne", action="store_true")
     ap.add_argument("--cache", help="embeddings cache store to reuse (default: a fresh, empty one)")
+    ap.add_argument("--encoder", default="minilm", help="minilm (default) | minilm-onnx | minilm-int8 (lossy)")
+    ap.add_argument("--compare", type=int, default=0, help="compare the MiniLM encoders on this many texts")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--rate-sample", type=int, default=0,
                     help="also time uncached embedding of this many texts (fresh cache) and extrapolate to N")
     args = ap.parse_args()
@@ -66,9 +73,10 @@ def main() -> int:
     print(f"trials: {n} (asked {args.n}); mean text length {np.mean([len(t) for t in texts]):.0f} chars")
 
     t = time.perf_counter()
-    enc = embeddings.get_encoder("minilm")
+    enc = embeddings.get_encoder(args.encoder)
     stages["load encoder"] = time.perf_counter() - t
-    print(f"encoder: {enc.key}")
+    print(f"encoder: {enc.name} ({enc.key})")
+    compare = _compare(embeddings, texts, args.compare) if args.compare else {}
 
     # baseline 1: naive one-by-one vs batched, same subset, same process
     sub = texts[: args.subset]
@@ -134,9 +142,53 @@ def main() -> int:
         print(f"end to end, uncached (extrapolated from the rate sample): {fixed + est:8.1f} s   (goal: under 120 s)")
         print(f"ratio uncached (extrapolated)/cached embedding: {est / stages['embed again (cached)']:.0f}x")
     print(f"ratio one-by-one/batched encoding (subset): {naive / batched:.2f}x")
+    if args.json:
+        embed_key = "embed (missing from --cache only)" if args.cache else "embed (uncached, batched, stored)"
+        out = {"n": n, "encoder": args.encoder, "encoder_key": enc.key, "cores": os.cpu_count(),
+               "embed_s": round(stages[embed_key], 2),
+               "tsne_s": None if args.skip_tsne else round(stages["t-SNE (perplexity 30, 1000 iterations)"], 2),
+               "umap_s": round(stages["UMAP"], 2), "load_encoder_s": round(stages["load encoder"], 2),
+               "embed_cached_s": round(stages["embed again (cached)"], 3)}
+        out["total_s"] = round(out["embed_s"] + (out["tsne_s"] or 0) + out["umap_s"], 2)
+        if compare:
+            out["compare"] = compare
+        import json
+
+        print(json.dumps(out))
     if tmp:
         tmp.cleanup()
     return 0
+
+
+def _compare(embeddings, texts: list[str], k: int, rounds: int = 2) -> dict:
+    """Each MiniLM encoder on the same k texts (every n/k-th: the length mix of the set), in turns so
+    that a busy machine slows them alike; speed-up and cosine agreement vs the torch vectors."""
+    import numpy as np
+
+    sample = texts[:: max(1, len(texts) // k)][:k]
+    names = ["minilm", "minilm-onnx", "minilm-int8"]
+    encs = {name: embeddings.get_encoder(name) for name in names}
+    for e in encs.values():  # warm-up: first-call allocations
+        embeddings.embed_texts(sample[:4], encoder=e)
+    times = {name: 0.0 for name in names}
+    vecs = {}
+    for _ in range(rounds):
+        for name, e in encs.items():
+            t = time.perf_counter()
+            vecs[name] = embeddings.embed_texts(sample, encoder=e)
+            times[name] += time.perf_counter() - t
+    out = {}
+    print(f"\nencoders on the same {len(sample)} texts ({rounds} rounds in turns):")
+    for name in names:
+        cos = (vecs[name] * vecs["minilm"]).sum(axis=1)
+        out[name] = {"texts_per_s": round(rounds * len(sample) / times[name], 2),
+                     "speedup_vs_minilm": round(times["minilm"] / times[name], 2),
+                     "mean_cos": round(float(cos.mean()), 6), "min_cos": round(float(cos.min()), 6),
+                     "lossy": name == "minilm-int8"}
+        print(f"  {name:<12} {out[name]['texts_per_s']:6.1f} texts/s  {out[name]['speedup_vs_minilm']:.2f}x  "
+              f"cosine vs torch: mean {out[name]['mean_cos']:.6f}, min {out[name]['min_cos']:.6f}"
+              + ("  (LOSSY)" if out[name]["lossy"] else ""))
+    return out
 
 
 if __name__ == "__main__":

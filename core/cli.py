@@ -162,8 +162,9 @@ def _analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", type=int, default=10_000, help="sampled pairs per histogram (default 10000)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--encoder", choices=["minilm", "biobert"], default="minilm",
-                   help="minilm (bundled, default) or biobert ([CLS]; only where available locally)")
+    p.add_argument("--encoder", choices=["minilm", "minilm-onnx", "minilm-int8", "biobert"], default="minilm",
+                   help="minilm (bundled, default), minilm-onnx (same vectors, ONNX Runtime), minilm-int8 "
+                        "(LOSSY, faster), or biobert ([CLS]; only where available locally)")
     p.add_argument("--real", choices=REAL_SCOPES, default="interventions",
                    help="real trials compared: those of the set's interventions (paper, default) or all labelled")
     p.add_argument("--max-real", type=int, default=5_000, help="cap on real trials (seeded sample; 0 = no cap)")
