@@ -61,12 +61,14 @@ def highlight_html(text: str, others: list[str], n: int = NGRAM) -> tuple[str, f
 
 
 def record_markdown(record: dict[str, Any]) -> str:
-    """A trial record as Markdown: title, key facts, interventions, outcomes, eligibility."""
+    """A trial record as Markdown: title, key facts, interventions, outcomes, eligibility. The record's own
+    text is escaped (shown as written: "[X]" or "*" in a trial stay characters, not Markdown)."""
     rec = normalize_record(record)
-    lines = [f"#### {rec.get('brief_title') or rec.get('official_title') or '(no title)'}"]
+    e = md_escape
+    lines = [f"#### {e(rec.get('brief_title') or rec.get('official_title') or '(no title)')}"]
     if rec.get("official_title") and rec.get("official_title") != rec.get("brief_title"):
-        lines.append(f"*{rec['official_title']}*")
-    facts = [f"**{k}:** {v}" for k, v in (
+        lines.append(f"*{e(rec['official_title'])}*")
+    facts = [f"**{k}:** {e(v)}" for k, v in (
         ("Phase", rec.get("phase")), ("Study type", rec.get("study_type")), ("Enrollment", rec.get("enrollment")),
         ("Conditions", ", ".join(rec.get("conditions") or []) or None), ("Sex", rec.get("gender")),
         ("Ages", " – ".join(a for a in (rec.get("minimum_age"), rec.get("maximum_age")) if a) or None),
@@ -75,34 +77,71 @@ def record_markdown(record: dict[str, Any]) -> str:
         lines.append("  \n".join(facts))
     if rec.get("interventions"):
         lines.append("**Interventions**")
-        lines += [f"- {i.get('type') or 'Intervention'}: **{i.get('name') or '?'}**"
-                  + (f" — {i['description']}" if i.get("description") else "") for i in rec["interventions"]]
+        lines += [f"- {e(i.get('type') or 'Intervention')}: **{e(i.get('name') or '?')}**"
+                  + (f" — {e(i['description'])}" if i.get("description") else "") for i in rec["interventions"]]
     design = {k: v for k, v in (rec.get("design_info") or {}).items() if v}
     if design:
-        lines.append("**Design:** " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in design.items()))
+        lines.append("**Design:** " + "; ".join(f"{k.replace('_', ' ')}: {e(v)}" for k, v in design.items()))
     for key, title in (("brief_summary", "Summary"), ("detailed_description", "Description")):
         if rec.get(key):
-            lines.append(f"**{title}**\n\n{rec[key]}")
+            lines.append(f"**{title}**\n\n{e(rec[key])}")
     for key, title in (("primary_outcomes", "Primary outcomes"), ("secondary_outcomes", "Secondary outcomes")):
         if rec.get(key):
             lines.append(f"**{title}**")
-            lines += [f"- {o.get('measure') or '?'}" + (f" ({o['time_frame']})" if o.get("time_frame") else "")
+            lines += [f"- {e(o.get('measure') or '?')}" + (f" ({e(o['time_frame'])})" if o.get("time_frame") else "")
                       for o in rec[key]]
     if rec.get("eligibility_criteria"):
-        lines.append("**Eligibility**\n\n```\n" + rec["eligibility_criteria"].strip() + "\n```")
+        # A fenced block: the criteria exactly as written (their own line breaks, not re-wrapped).
+        criteria = rec["eligibility_criteria"].strip().replace("```", "'''")
+        lines.append("**Eligibility**\n\n```\n" + criteria + "\n```")
     return "\n\n".join(lines)
 
 
 BADGE_COLORS = {"ok": "green", "warning": "orange", "invalid": "red"}
-CHECK_TITLES = {"parses": "parses", "required_fields": "required fields", "intervention": "intervention",
-                "label_leak": "no outcome words", "near_copy": "not a near copy"}
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$:-])")
+
+
+def md_escape(text: str) -> str:
+    """Text shown as written inside Markdown: no emphasis, links, lists, task-list boxes ("[X]"), colour
+    directives (":red[...]") or HTML."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def _check_badge(name: str, check: dict[str, Any]) -> tuple[str, str]:
+    """(positive wording of what the check found, colour): a passed check says what is right, a failed
+    one says what it found ("near copy of NCT…"), never a double negative."""
+    ok = bool(check.get("ok"))
+    colour = "green" if ok else BADGE_COLORS.get(check.get("severity") or "", "orange")
+    detail = check.get("detail")
+    if name == "parses":
+        return ("parses", colour) if ok else ("does not parse", colour)
+    if name == "required_fields":
+        missing = detail.get("missing") if isinstance(detail, dict) else None
+        return ("required fields present", colour) if ok else (
+            "missing " + ", ".join(missing or ["required fields"]), colour)
+    if name == "intervention":
+        gen = detail.get("generated") if isinstance(detail, dict) else None
+        return ("intended intervention", colour) if ok else (f"other intervention: {gen or 'none'}", colour)
+    if name == "label_leak":
+        n = detail.get("count") if isinstance(detail, dict) else None
+        return ("no outcome words", colour) if ok else (
+            f"outcome words in the text ({n})" if n else "outcome words in the text", colour)
+    if name == "near_copy":
+        if ok:
+            return ("original text", colour)
+        per = detail.get("examples", []) if isinstance(detail, dict) else []
+        worst = max(per, key=lambda p: (p.get("ngram_overlap") or 0, p.get("longest_run") or 0), default={})
+        return (f"near copy of {worst.get('nct_id') or 'an example'}", colour)
+    return (name.replace("_", " ") + (" passed" if ok else " failed"), colour)
+
+
+def badges(status: str | None, checks: dict[str, dict] | None) -> list[tuple[str, str]]:
+    """(text, colour) badges: the overall status, then one per check, worded positively."""
+    out = [(f"validation: {status or 'not validated'}", BADGE_COLORS.get(status or "", "gray"))]
+    out += [_check_badge(name, check) for name, check in (checks or {}).items() if isinstance(check, dict)]
+    return out
 
 
 def badges_markdown(status: str | None, checks: dict[str, dict] | None) -> str:
-    """Streamlit badge markdown: the overall status, then one badge per check."""
-    parts = [f":{BADGE_COLORS.get(status or '', 'gray')}-badge[validation: {status or 'not validated'}]"]
-    for name, check in (checks or {}).items():
-        sev = check.get("severity", "ok")
-        mark = "✓" if check.get("ok") else "✗"
-        parts.append(f":{BADGE_COLORS.get(sev, 'gray')}-badge[{mark} {CHECK_TITLES.get(name, name)}]")
-    return " ".join(parts)
+    """Streamlit badge markdown of `badges` (text escaped)."""
+    return " ".join(f":{colour}-badge[{md_escape(text)}]" for text, colour in badges(status, checks))
