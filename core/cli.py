@@ -154,7 +154,7 @@ def _experiment(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze(p: argparse.ArgumentParser) -> None:
-    from core.analysis.quality import PROJECTIONS, REAL_SCOPES
+    from core.analysis.quality import PROJECTIONS, REAL_SCOPES, SYNTHETIC_RULES
 
     _db(p)
     p.add_argument("--synthetic-source", default=None,
@@ -171,6 +171,9 @@ def _analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-synthetic", type=int, default=5_000, help="cap on synthetic trials (0 = no cap)")
     p.add_argument("--copy-threshold", type=float, default=0.05,
                    help="cosine distance at or below which a synthetic trial counts as a near copy (default 0.05)")
+    p.add_argument("--synthetic-rule", choices=SYNTHETIC_RULES, default="usable",
+                   help="synthetic trials analysed: usable ones as fine-tuning uses them (default: not invalid, "
+                        "not rejected) or all")
     p.add_argument("--projection", action="append", choices=PROJECTIONS, default=[],
                    help="also compute and store a projection (repeatable): tsne, umap")
     p.add_argument("--recompute", action="store_true", help="ignore a stored result with the same parameters")

@@ -50,11 +50,15 @@ def test_two_samples_of_one_topic_are_hard_to_tell_apart(emb):
 
 def test_sampled_pairs_are_seeded_and_never_a_trial_with_itself():
     rng = np.random.default_rng(5)
+    # 7 trials have 21 distinct pairs: asking for 10,000 gives those 21, each once (was: 10,000 resampled)
     i, j = analysis.sample_pairs(7, None, 10_000, rng)
-    assert len(i) == 10_000 and not np.any(i == j)
-    assert set(np.unique(j)) == set(range(7))  # every other trial can be drawn
+    assert len(i) == 21 and not np.any(i == j)
+    assert set(np.unique(np.r_[i, j])) == set(range(7))  # every trial is drawn
     i2, j2 = analysis.sample_pairs(7, None, 10_000, np.random.default_rng(5))
     assert np.array_equal(i, i2) and np.array_equal(j, j2)
+    i, j = analysis.sample_pairs(70, None, 500, rng)
+    assert len(i) == 500 and not np.any(i == j) and len(set(zip(i.tolist(), j.tolist()))) == 500
+    i2, j2 = analysis.sample_pairs(70, None, 500, np.random.default_rng(5))
     assert len(analysis.sample_pairs(1, None, 10, rng)[0]) == 0
 
 

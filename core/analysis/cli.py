@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         params = analysis.AnalysisParams(
             synthetic_source=args.synthetic_source, real_scope=args.real, pairs=args.pairs, seed=args.seed,
             encoder=args.encoder, max_real=args.max_real, max_synthetic=args.max_synthetic,
-            copy_threshold=args.copy_threshold)
+            copy_threshold=args.copy_threshold, synthetic_rule=args.synthetic_rule)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         job.update(error=str(exc))
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         from core.store import connect
 
         with connect(db) as con:
-            sources = [s for s, _ in store.synthetic_sources(con)] or [None]
+            sources = [s for s, _ in store.synthetic_sources(con, args.synthetic_rule)] or [None]
     code, failed = 0, []
     for k, source in enumerate(sources):
         p = params if source == params.synthetic_source else dataclasses.replace(params, synthetic_source=source)

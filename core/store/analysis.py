@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.record import TRIAL_FIELDS
+from core.store.synthetic import USABLE_SQL
 
 
 # ---- embeddings cache ----
@@ -105,21 +106,29 @@ def _result_row(row: tuple) -> dict[str, Any]:
 
 # ---- what an analysis compares ----
 
-def synthetic_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
-    """(source, number of synthetic trials) for each synthetic set: project runs and imported sets."""
+def synthetic_sources(con: duckdb.DuckDBPyConnection, rule: str = "all") -> list[tuple[str, int]]:
+    """(source, number of synthetic trials) for each synthetic set: project runs and imported sets;
+    rule 'usable' counts only the usable ones (core.store.synthetic.USABLE_SQL), and lists only sets with some."""
+    where = f" WHERE {USABLE_SQL}" if rule == "usable" else ""
     return [tuple(r) for r in con.execute(
-        "SELECT source, count(*) FROM synthetic_trials GROUP BY source ORDER BY source").fetchall()]
+        f"SELECT source, count(*) FROM synthetic_trials{where} GROUP BY source ORDER BY source").fetchall()]
 
 
-def synthetic_for_analysis(con: duckdb.DuckDBPyConnection, source: str | None = None) -> list[dict[str, Any]]:
-    """Synthetic trials of one set (or all): canonical record plus the fields the analysis shows."""
+def synthetic_for_analysis(con: duckdb.DuckDBPyConnection, source: str | None = None,
+                           rule: str = "usable") -> list[dict[str, Any]]:
+    """Synthetic trials of one set (or all): canonical record plus the fields the analysis shows; with rule
+    'usable' (the default, as fine-tuning) only the usable ones, with 'all' every one."""
+    if rule not in ("usable", "all"):
+        raise ValueError(f"rule must be 'usable' or 'all', not {rule!r}")
     sql = """SELECT id, source, record, intended_intervention, intended_label, intervention_match,
                     validation, validation_status, example_nct_ids
              FROM synthetic_trials"""
-    args: list = []
+    where, args = ([USABLE_SQL] if rule == "usable" else []), []
     if source is not None:
-        sql += " WHERE source = ?"
+        where.append("source = ?")
         args.append(source)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
     cur = con.execute(sql + " ORDER BY id", args)
     cols = [d[0] for d in cur.description]
     out = []

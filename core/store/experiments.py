@@ -7,27 +7,24 @@ from typing import Any
 
 import duckdb
 
+from core.store.synthetic import USABLE_SQL
 from core.store.trials import effective_label_sql
 
 
 METRICS = ["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"]
-_USABLE_SYNTHETIC = "coalesce(validation_status, 'ok') <> 'invalid' AND coalesce(review_status, '') <> 'rejected'"
-
-
 # ---- datasets --------------------------------------------------------------------------------
 
 def synthetic_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
     """(source, usable trials) for every synthetic set in the store."""
     return [tuple(r) for r in con.execute(
-        f"SELECT source, count(*) FROM synthetic_trials WHERE {_USABLE_SYNTHETIC} "
-        "AND intended_label IN (0, 1) GROUP BY source ORDER BY source"
+        f"SELECT source, count(*) FROM synthetic_trials WHERE {USABLE_SQL} GROUP BY source ORDER BY source"
     ).fetchall()]
 
 
 def synthetic_rows(con: duckdb.DuckDBPyConnection, source: str | None = None) -> list[dict[str, Any]]:
     """Usable synthetic trials (not invalid, not rejected, labelled), optionally of one source."""
     sql = (f"SELECT id, source, intended_intervention, intended_label, record FROM synthetic_trials "
-           f"WHERE {_USABLE_SYNTHETIC} AND intended_label IN (0, 1) AND record IS NOT NULL")
+           f"WHERE {USABLE_SQL}")
     params: list[Any] = []
     if source:
         sql += " AND source = ?"

@@ -297,6 +297,25 @@ def m013_generation_runs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration("014_review_history")
+def _review_history(con: duckdb.DuckDBPyConnection) -> None:
+    # Every change of a synthetic trial's review decision: who (OS user), when, old and new values;
+    # so an overwritten decision is never lost.
+    con.execute("CREATE SEQUENCE review_history_seq")
+    con.execute(
+        """
+        CREATE TABLE review_history (
+            seq BIGINT DEFAULT nextval('review_history_seq') PRIMARY KEY,
+            synthetic_id VARCHAR NOT NULL,
+            changed_at TIMESTAMP DEFAULT current_timestamp,
+            reviewer VARCHAR,
+            old_status VARCHAR, new_status VARCHAR,
+            old_note VARCHAR, new_note VARCHAR
+        )
+        """
+    )
+
+
 @migration("020_llm_calls")
 def m020_llm_calls(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SEQUENCE llm_calls_id START 1")

@@ -116,14 +116,23 @@ def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 def list_synthetic(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, source: str | None = None,
                    intervention: str | None = None, label: int | None = None,
-                   validation_status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Synthetic trials (newest first) filtered by any of run, source, intervention, label, validation status."""
+                   validation_status: str | None = None, review: str | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+    """Synthetic trials (newest first) filtered by any of run, source, intervention, label, validation status
+    and review decision ('not reviewed': none yet)."""
     where, args = [], []
     for col, val in (("run_id", run_id), ("source", source), ("intended_intervention", intervention),
                      ("intended_label", label), ("validation_status", validation_status)):
         if val is not None:
             where.append(f"{col} = ?")
             args.append(val)
+    if review == "not reviewed":
+        where.append("review_status IS NULL")
+    elif review is not None:
+        if review not in _REVIEW:
+            raise ValueError(f"review filter must be one of {_REVIEW} or 'not reviewed', not {review!r}")
+        where.append("review_status = ?")
+        args.append(review)
     sql = (f"SELECT {', '.join(SYNTHETIC_COLS)}, review_status, review_note, created_at FROM synthetic_trials"
            + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY created_at DESC, id")
     if limit:
@@ -151,13 +160,6 @@ def get_synthetic(con: duckdb.DuckDBPyConnection, synthetic_id: str) -> dict[str
     return d
 
 
-def set_review(con: duckdb.DuckDBPyConnection, synthetic_id: str, status: str | None, note: str | None = None) -> None:
-    if status is not None and status not in _REVIEW:
-        raise ValueError(f"review status must be one of {_REVIEW} or None, not {status!r}")
-    con.execute("UPDATE synthetic_trials SET review_status = ?, review_note = ? WHERE id = ?",
-                [status, note, synthetic_id])
-
-
 def list_failures(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM generation_failures" + (" WHERE run_id = ?" if run_id else "") + " ORDER BY run_id, item_index"
     cur = con.execute(sql, [run_id] if run_id else [])
@@ -173,3 +175,84 @@ def sources(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         "FROM synthetic_trials GROUP BY source ORDER BY source"
     ).fetchall()
     return [{"source": r[0], "n": r[1], "ok": r[2], "warning": r[3], "invalid": r[4]} for r in rows]
+
+
+# ---- review (decisions, their history) and the usable rule ----
+
+# The ONE definition of a usable synthetic trial (fine-tuning trains on these; the analysis compares
+# these by default): not invalid in validation, not rejected in review, with an intended label.
+USABLE_SQL = ("coalesce(validation_status, 'ok') <> 'invalid' AND coalesce(review_status, '') <> 'rejected' "
+              "AND intended_label IN (0, 1) AND record IS NOT NULL")
+USABLE_RULE_TEXT = "usable: validation not 'invalid', not rejected in review, labelled success or failure"
+
+
+class ReviewConflict(RuntimeError):
+    """The stored decision is not the one the reviewer saw: nothing was written."""
+
+    def __init__(self, synthetic_id: str, stored: tuple[str | None, str | None]):
+        self.synthetic_id, self.stored = synthetic_id, stored
+        super().__init__(f"{synthetic_id}: the stored decision changed to {stored[0] or 'not reviewed'} "
+                         f"(note {stored[1]!r}) since it was shown; nothing was saved")
+
+
+def usable_counts(con: duckdb.DuckDBPyConnection, source: str | None = None) -> dict[str, int]:
+    """How many synthetic trials exist, how many are usable, and why the others are not (a trial can be
+    excluded for more than one reason; each reason counts it)."""
+    where, args = ("WHERE source = ?", [source]) if source else ("", [])
+    row = con.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE {USABLE_SQL}),
+                   count(*) FILTER (WHERE validation_status = 'invalid'),
+                   count(*) FILTER (WHERE review_status = 'rejected'),
+                   count(*) FILTER (WHERE intended_label IS NULL OR intended_label NOT IN (0, 1)),
+                   count(*) FILTER (WHERE record IS NULL)
+            FROM synthetic_trials {where}""", args).fetchone()
+    return {"total": row[0], "usable": row[1], "invalid": row[2], "rejected": row[3], "unlabelled": row[4],
+            "no_record": row[5]}
+
+
+def set_review(con: duckdb.DuckDBPyConnection, synthetic_id: str, status: str | None, note: str | None = None,
+               reviewer: str | None = None, expected: tuple[str | None, str | None] | None = None) -> None:
+    """Set one trial's decision and note, and record the change (who, when, old and new) in review_history,
+    in one transaction. With `expected` (the (status, note) the reviewer saw), a trial whose stored
+    decision differs is left alone and ReviewConflict is raised."""
+    if status is not None and status not in _REVIEW:
+        raise ValueError(f"review status must be one of {_REVIEW} or None, not {status!r}")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        row = con.execute("SELECT review_status, review_note FROM synthetic_trials WHERE id = ?",
+                          [synthetic_id]).fetchone()
+        if row is None:
+            raise KeyError(f"no synthetic trial with id {synthetic_id!r}")
+        old = (row[0], row[1])
+        if expected is not None and tuple(expected) != old:
+            raise ReviewConflict(synthetic_id, old)
+        if old != (status, note):
+            con.execute("UPDATE synthetic_trials SET review_status = ?, review_note = ? WHERE id = ?",
+                        [status, note, synthetic_id])
+            con.execute(
+                "INSERT INTO review_history (synthetic_id, reviewer, old_status, new_status, old_note, new_note) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [synthetic_id, reviewer, old[0], status, old[1], note])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def review_history(con: duckdb.DuckDBPyConnection, synthetic_id: str | None = None,
+                   limit: int = 200) -> list[dict[str, Any]]:
+    """Review changes, newest first (of one trial, or of all)."""
+    sql = ("SELECT synthetic_id, changed_at, reviewer, old_status, new_status, old_note, new_note "
+           "FROM review_history" + (" WHERE synthetic_id = ?" if synthetic_id else "")
+           + " ORDER BY changed_at DESC, seq DESC LIMIT ?")
+    cur = con.execute(sql, ([synthetic_id] if synthetic_id else []) + [int(limit)])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def filter_choices(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """What the filters offer: run ids, sources, intended interventions, and the total count."""
+    total = con.execute("SELECT count(*) FROM synthetic_trials").fetchone()[0]
+    col = lambda c: [r[0] for r in con.execute(  # noqa: E731
+        f"SELECT DISTINCT {c} FROM synthetic_trials WHERE {c} IS NOT NULL ORDER BY {c}").fetchall()]
+    return {"total": total, "run_ids": col("run_id")[::-1], "sources": col("source"),
+            "interventions": col("intended_intervention")}
