@@ -28,6 +28,9 @@ def test_compute_then_histogram_map_hover_and_quality(tmp_path, streamlit_server
     page.goto(server.url + "/Embeddings")
     wait_for_app(page)
     page.get_by_text("Nothing computed yet for these parameters").wait_for()
+    # the fixture set has invalid trials (every third); by default only usable ones are analysed
+    page.get_by_text("All, invalid and rejected included").click()
+    wait_for_app(page)
     page.get_by_role("button", name="Compute").click()
     # computed in a background process; the page polls its progress and shows the result when done
     page.get_by_role("tab", name="Cosine similarity").wait_for(timeout=180_000)
@@ -40,7 +43,10 @@ def test_compute_then_histogram_map_hover_and_quality(tmp_path, streamlit_server
     names = [t["name"] for t in hist[0]["traces"]]
     assert [n.split(" (")[0] for n in names] == ["real-real", "synthetic-synthetic", "real-synthetic"]
     assert all(re.search(r"mean -?\d\.\d{3}, sd \d\.\d{3}", n) for n in names)
-    assert all(t["n"] == 10_000 for t in hist[0]["traces"])
+    # 24 real and 18 synthetic trials: fewer distinct pairs than the 10,000 asked for, so all of them
+    assert [t["n"] for t in hist[0]["traces"]] == [24 * 23 // 2, 18 * 17 // 2, 24 * 18]
+    assert all(re.search(r"\(n [\d,]+, mean", n) for n in names)
+    page.get_by_text("Synthetic trials analysed: all synthetic trials, invalid and rejected ones included").wait_for()
 
     page.get_by_role("tab", name="Map (t-SNE / UMAP)").click()
     page.get_by_text("Circles: real trials; diamonds: synthetic").wait_for()
@@ -103,6 +109,25 @@ def test_compute_then_histogram_map_hover_and_quality(tmp_path, streamlit_server
     assert "All sets together" in table.inner_text()
     assert rows["Synthetic trials"] == ["18"] and rows["Near copies"] == ["0"]
     assert float(rows["Detection AUC (0.5 = indistinguishable)"][0]) > 0.9  # another topic: easy to tell apart
+    # the AUC carries its class sizes and interval, and a warning: 18 synthetic trials is below the minimum
+    assert rows["Detection classes: real / synthetic"] == ["24 / 18"]
+    low, high = (float(x) for x in rows["Detection AUC 95% interval (bootstrap)"][0].split(" – "))
+    assert low <= float(rows["Detection AUC (0.5 = indistinguishable)"][0]) <= high
+    assert rows["Cosine synthetic-synthetic pairs (n)"] == ["153"]
+    page.get_by_text(re.compile(r"only 24 real vs 18 synthetic trials: below 30 per class")).wait_for()
+
+
+def test_usable_rule_is_the_default_and_the_page_says_so(tmp_path, streamlit_server, page):
+    db = build_store(tmp_path / "usable.duckdb", n_real=24, synthetic="dermatology", n_synth=18)
+    server = streamlit_server(db)
+    page.goto(server.url + "/Embeddings")
+    wait_for_app(page)
+    page.get_by_role("button", name="Compute").click()
+    page.get_by_role("tab", name="Cosine similarity").wait_for(timeout=180_000)
+    wait_for_app(page)
+    page.get_by_text("24 real and 12 synthetic trials").wait_for()
+    page.get_by_text(re.compile(r"Synthetic trials analysed: usable: .*not rejected.*\(6 trials of the set left out\)")
+                     ).wait_for()
 
 
 def test_page_without_synthetic_trials_says_what_to_do(tmp_path, monkeypatch):

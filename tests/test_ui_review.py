@@ -84,8 +84,7 @@ def test_an_earlier_decision_is_shown_before_it_is_replaced_and_kept_in_history(
     _pick(page, "Trial", first)
     form = page.get_by_test_id("stForm")
     # the earlier decision is on the form before anything is changed
-    expect(form.get_by_text(re.compile(r"Earlier decision: accepted"))).to_be_visible(timeout=T)
-    expect(form.get_by_text("keep this one")).to_be_visible()
+    expect(form.get_by_text(re.compile(r"Earlier decision: accepted — “keep this one”"))).to_be_visible(timeout=T)
     form.get_by_text("flagged", exact=True).click()
     form.get_by_role("textbox", name="Note").fill("check the dose")
     form.get_by_role("button", name=re.compile("Save review")).click()

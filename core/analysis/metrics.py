@@ -103,10 +103,10 @@ def detection_test(real: np.ndarray, synth: np.ndarray, seed: int = 0, folds: in
                            "ci_level": CI_LEVEL, "ci_method": f"bootstrap of out-of-fold scores ({bootstrap} resamples)",
                            "folds": folds, "min_per_class": min_class, "warning": None}
     if min(n_real, n_synth) < min_class:
-        out["warning"] = (f"only {n_real} real and {n_synth} synthetic trials: below {min_class} per class the "
+        out["warning"] = (f"only {n_real} real vs {n_synth} synthetic trials: below {min_class} per class the "
                           "detection AUC is unreliable (see its confidence interval)")
     if min(n_real, n_synth) < max(2, folds):
-        out["warning"] = (f"only {n_real} real and {n_synth} synthetic trials: at least {max(2, folds)} of each are "
+        out["warning"] = (f"only {n_real} real vs {n_synth} synthetic trials: at least {max(2, folds)} of each are "
                           "needed for the cross-validated detection AUC")
         return out
     x = np.vstack([real, synth]).astype(np.float64)
