@@ -24,18 +24,18 @@ def fixed_texts(mirror) -> list[str]:
 def encoders(tmp_path_factory):
     from core.analysis import embeddings as E
 
-    old = os.environ.get("CTGEN_CACHE_DIR")
+    old = os.environ.get("CTGEN_CACHE")
     cache = tmp_path_factory.mktemp("cache")
-    os.environ["CTGEN_CACHE_DIR"] = str(cache)
+    os.environ["CTGEN_CACHE"] = str(cache)
     try:
         for name in ("minilm-onnx", "minilm-int8"):
             E._LOADED.pop(name, None)  # export anew into this empty cache
         encs = {name: E.get_encoder(name) for name in ("minilm", "minilm-onnx", "minilm-int8")}
     finally:
         if old is None:
-            os.environ.pop("CTGEN_CACHE_DIR", None)
+            os.environ.pop("CTGEN_CACHE", None)
         else:
-            os.environ["CTGEN_CACHE_DIR"] = old
+            os.environ["CTGEN_CACHE"] = old
     assert sorted(p.name.split("-")[-1] for p in (cache / "onnx").glob("*.onnx")) == ["fused.onnx", "int8.onnx"]
     return encs
 

@@ -9,7 +9,7 @@ Encoders:
 - "minilm-onnx": the same model and the same vectors (mean cosine 1.000000 with "minilm", so it
   shares its cache key) through ONNX Runtime, fp32, attention/LayerNorm/GELU fused by ORT's
   transformer optimizer. Exported from the installed package at first use into the data cache
-  (CTGEN_CACHE_DIR or data/cache/onnx/); nothing is downloaded.
+  (CTGEN_CACHE or data/cache, in onnx/); nothing is downloaded.
 - "minilm-int8": LOSSY. The ONNX model with int8 (per-channel, dynamic) MatMul weights: faster, but
   the vectors differ (mean cosine about 0.994 with "minilm" on the mirror); its own cache key.
 - "biobert": BioBERT's [CLS] vector as in the paper (dmis-lab/biobert-base-cased-v1.1), only where
@@ -101,11 +101,10 @@ def _load_minilm() -> Encoder:
 
 
 def cache_dir() -> Path:
-    """Where derived model files live (ONNX exports): CTGEN_CACHE_DIR > data/cache."""
-    from core import config
+    """Where derived model files live (ONNX exports): the project's one data cache (CTGEN_CACHE > data/cache)."""
+    from core.ingest.sources import cache_dir as data_cache
 
-    env = os.environ.get("CTGEN_CACHE_DIR")
-    return Path(env) if env else config.DATA_DIR / "cache"
+    return data_cache()
 
 
 def _export_minilm_onnx(quantized: bool) -> Path:
