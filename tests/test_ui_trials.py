@@ -302,3 +302,15 @@ def test_trials_hold_their_layout_at_1024_px(mirror_db, streamlit_server, browse
         assert pg.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     finally:
         ctx.close()
+
+
+def test_home_and_trials_pages_only_render():
+    """Issue 8: Home and Trials reach the store only through core.services / core.ui (no core.store, no
+    duckdb, no ingest of their own)."""
+    import ast
+
+    for path in (ROOT / "app.py", Path(PAGE)):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in names if m == "duckdb" or m.startswith(("core.store", "core.ingest"))}, (path, names)
