@@ -91,6 +91,11 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-api", action="store_true",
                    help="openai backend: send each stage as one OpenAI Batch API job (half price; resumable by --run-id)")
     p.add_argument("--poll-s", type=float, default=30.0, help="with --batch-api: seconds between status polls")
+    p.add_argument("--output", choices=["schema", "free"], default="schema",
+                   help="schema: structured replies following the trial schema (default); free: the paper's "
+                        "free-form reply, parsed afterwards")
+    p.add_argument("--valid-only", action="store_true",
+                   help="draw new items until N trials are not invalid (at most 3N items)")
     _job_dir(p)
 
 

@@ -25,6 +25,20 @@ LIST_ITEM_KEYS: dict[str, list[str]] = {
 DESIGN_INFO_KEYS = ["allocation", "intervention_model", "primary_purpose", "masking"]
 TRIAL_FIELDS = SCALAR_FIELDS + LIST_FIELDS + list(LIST_ITEM_KEYS) + ["design_info"]
 
+# Fields that state or give away how a trial ended. A synthetic trial never has them: its label is the
+# one we intended, recorded beside it (synthetic_trials.intended_label), never inside it.
+OUTCOME_FIELDS = ["overall_status", "why_stopped", "has_results", "completion_date", "completion_date_type",
+                  "primary_completion_date", "primary_completion_date_type", "start_date", "start_date_type",
+                  "enrollment_type"]
+# What a synthetic trial has, in the order a model writes it: what a reader and the classifier need.
+# core.pipeline.schema derives the JSON Schema of a synthetic trial from this list.
+SYNTHETIC_FIELDS = [
+    "brief_title", "official_title", "brief_summary", "detailed_description", "phase", "study_type",
+    "conditions", "keywords", "interventions", "arm_groups", "primary_outcomes", "secondary_outcomes",
+    "eligibility_criteria", "gender", "minimum_age", "maximum_age", "enrollment", "design_info", "sponsor_class",
+]
+assert set(SYNTHETIC_FIELDS) <= set(TRIAL_FIELDS) and not set(SYNTHETIC_FIELDS) & set(OUTCOME_FIELDS)
+
 
 def empty_record(nct_id: str | None = None) -> dict[str, Any]:
     """A record with every canonical key present (None or empty lists)."""

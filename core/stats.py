@@ -12,17 +12,21 @@ def collect(db, migrate: bool = False) -> dict:
     """Read-only where possible (other processes may read at the same time); an older store is
     opened for writing once, which migrates it."""
     from core.store import SchemaError, connect
+    from core.store.synthetic import counts_by_status
     from core.store.trials import store_stats
+
+    def read(con) -> dict:
+        return {**store_stats(con), "synthetic_by_status": counts_by_status(con)}
 
     if not migrate:
         try:
             with connect(db, read_only=True) as con:
-                return store_stats(con)
+                return read(con)
         except SchemaError as exc:
             if "newer version" in str(exc):
                 raise
     with connect(db, read_only=False) as con:
-        return store_stats(con)
+        return read(con)
 
 
 def _readable(s: dict) -> str:

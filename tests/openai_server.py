@@ -13,6 +13,11 @@ Serves POST /v1/chat/completions, POST /v1/completions and GET /v1/models on 127
   interventions[{type,name}], eligibility_criteria, phase, ...) using the intervention named in
   the prompt; content varies with the request's seed (or with the request, when it has none).
   JSON trials come in a ```json fence for about half the seeds (fence=None) or always/never.
+- structured output (`structured`): "honour" (default) answers a `response_format` json_schema request with
+  an object that follows the schema it was sent (the same content, fitted to the schema), and json_object
+  with plain JSON; "reject" refuses json_schema with a 400 (as older vLLM / Ollama / llama.cpp servers do)
+  but honours json_object; "reject_all" refuses both (free text only); "junk" answers json_schema and
+  json_object requests with text that is not JSON.
 
 From Python:
     with serve(delay=0.2, faults=["429", "500"]) as srv:
@@ -37,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Sequence
 
 FAULTS = {"ok", "429", "500", "502", "503", "400", "401", "hang", "drop", "malformed", "bad_content", "empty"}
+STRUCTURED = {"honour", "reject", "reject_all", "junk"}
 
 # ------------------------------------------------------------------------------------------------
 # Content
@@ -155,6 +161,78 @@ def make_trial(rng: random.Random, intervention: str, label: int) -> dict[str, A
     }
 
 
+def make_trial_extra(rng: random.Random, trial: dict[str, Any]) -> dict[str, Any]:
+    """The fields a schema asks for beyond make_trial's (drawn after it, so make_trial's stay the same)."""
+    name = trial["interventions"][0]["name"]
+    return {
+        "detailed_description": f"Participants are randomized to {name} or placebo; visits every "
+                                f"{rng.choice([2, 4, 6])} weeks assess efficacy and safety.",
+        "keywords": [name, trial["conditions"][0].split()[0]],
+        "arm_groups": [{"label": f"{name} arm", "type": "Experimental", "description": f"{name} as assigned"},
+                       {"label": "Placebo arm", "type": "Placebo Comparator", "description": "Matching placebo"}],
+        "secondary_outcomes": [{"measure": "Incidence of adverse events", "time_frame": "Through study completion"}],
+        "maximum_age": f"{rng.choice([65, 75, 80])} Years",
+        "sponsor_class": rng.choice(["Industry", "Other", "NIH"]),
+    }
+
+
+def fit_schema(schema: dict[str, Any], value: Any, path: str = "") -> Any:
+    """`value` made to follow `schema` (the subset of JSON Schema structured outputs use): const and enum
+    respected, objects get exactly their properties, arrays their item counts, strings their lengths and
+    patterns, integers their bounds."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return value if value in schema["enum"] else schema["enum"][0]
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object":
+        value = value if isinstance(value, dict) else {}
+        return {k: fit_schema(s, value.get(k), f"{path}/{k}") for k, s in schema.get("properties", {}).items()}
+    if kind == "array":
+        items = list(value) if isinstance(value, list) else []
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems", len(items) or 1)
+        items = items[:hi]
+        while len(items) < lo:
+            items.append(items[-1] if items else None)
+        return [fit_schema(schema.get("items", {}), v, f"{path}/{i}") for i, v in enumerate(items)]
+    if kind == "integer":
+        v = value if isinstance(value, int) else 100
+        return max(schema.get("minimum", v), min(schema.get("maximum", v), v))
+    if kind == "string":
+        text = str(value) if value not in (None, "") else f"Not reported ({path.rsplit('/', 1)[-1]})"
+        if "pattern" in schema:
+            for candidate in (text, "18 Years", "N/A"):
+                if re.fullmatch(schema["pattern"], candidate):
+                    return candidate
+            return text
+        text = text[: schema.get("maxLength", len(text))]
+        return text + "." * max(0, schema.get("minLength", 0) - len(text))
+    return value
+
+
+def structured_answer(body: dict[str, Any], request_index: int) -> str:
+    """The JSON reply to a json_schema (fitted to the schema) or json_object request."""
+    whole, ask = _prompt_text(body)
+    seed = body.get("seed")
+    if seed is None:
+        seed = int(hashlib.sha256(f"{request_index}|{whole}".encode()).hexdigest()[:12], 16)
+    rng = random.Random(seed)
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+    intervention = _intervention(ask) if _intervention(ask) != "Metformin" else _intervention(whole)
+    label = _label(ask, whole)
+    props = (schema or {}).get("properties") or {}
+    wants_reasons = "reasons" in props if schema else ('"reasons"' in whole or not _TRIAL_ASK.search(ask))
+    if wants_reasons:
+        pool = _SUCCESS_REASONS if label else _FAILURE_REASONS
+        value: Any = {"reasons": [f"{r} for {intervention}" for r in rng.sample(pool, 5)]}
+    else:
+        trial = make_trial(rng, intervention, label)
+        value = {**trial, **make_trial_extra(rng, trial)}
+    return json.dumps(fit_schema(schema, value) if schema else value, indent=None)
+
+
 def answer(body: dict[str, Any], request_index: int, fence: bool | None = None) -> str:
     """The completion text for a request (deterministic given its seed, or the request itself)."""
     whole, ask = _prompt_text(body)
@@ -184,7 +262,10 @@ def _tokens(text: str) -> int:
 
 class _State:
     def __init__(self, delay: float, faults: Sequence[str | None] | None, random_faults: dict[str, float] | None,
-                 seed: int, hang_s: float, fence: bool | None, model: str | None):
+                 seed: int, hang_s: float, fence: bool | None, model: str | None, structured: str = "honour"):
+        if structured not in STRUCTURED:
+            raise ValueError(f"unknown structured mode {structured!r}; known: {sorted(STRUCTURED)}")
+        self.structured = structured
         for f in list(faults or []) + list((random_faults or {}).keys()):
             if f is not None and f not in FAULTS:
                 raise ValueError(f"unknown fault {f!r}; known: {sorted(FAULTS)}")
@@ -309,10 +390,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, f"no route {path}", "invalid_request_error")
         if fault == "malformed":
             return self._send(200, None, raw=b'{"id": "cmpl-broken", "choices": [{"message": {"content": "1. tru')
+        fmt = (body.get("response_format") or {}).get("type") if chat else None
+        if fmt not in (None, "text", "json_schema", "json_object"):
+            return self._error(400, f"response_format type {fmt!r} is not supported", "invalid_request_error")
+        if fmt == "json_schema" and state.structured in ("reject", "reject_all"):
+            return self._error(400, "response_format type 'json_schema' is not supported by this server; "
+                                    "use 'json_object'", "invalid_request_error", "unsupported_response_format")
+        if fmt == "json_object" and state.structured == "reject_all":
+            return self._error(400, "response_format is not supported by this server", "invalid_request_error",
+                               "unsupported_response_format")
         if fault == "bad_content":
             text = "I am sorry, I cannot help with that request."
         elif fault == "empty":
             text = ""
+        elif fmt in ("json_schema", "json_object"):
+            text = 'Sure! {"brief_title": "unfinished' if state.structured == "junk" else structured_answer(body, index)
         else:
             text = answer(body, index, state.fence)
         finish = "stop"
@@ -390,9 +482,9 @@ class Handle:
 def serve(delay: float = 0.0, faults: Sequence[str | None] | None = None, *,
           random_faults: dict[str, float] | None = None, seed: int = 0, hang_s: float = 30.0,
           fence: bool | None = None, model: str | None = None, port: int = 0,
-          host: str = "127.0.0.1") -> Iterator[Handle]:
+          host: str = "127.0.0.1", structured: str = "honour") -> Iterator[Handle]:
     """Run the server on a free port in a background thread for the duration of the block."""
-    state = _State(delay, faults, random_faults, seed, hang_s, fence, model)
+    state = _State(delay, faults, random_faults, seed, hang_s, fence, model, structured)
     server = _Server((host, port), state)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -413,9 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faults", default="", help="comma-separated plan for the first requests, e.g. 429,500,drop")
     ap.add_argument("--hang-s", type=float, default=30.0)
     ap.add_argument("--model", default=None, help="model name to report (default: the one requested)")
+    ap.add_argument("--structured", default="honour", choices=sorted(STRUCTURED),
+                    help="how json_schema / json_object requests are answered")
     args = ap.parse_args(argv)
     faults = [f.strip() or None for f in args.faults.split(",")] if args.faults else []
-    with serve(args.delay, faults, hang_s=args.hang_s, model=args.model, port=args.port, host=args.host) as srv:
+    with serve(args.delay, faults, hang_s=args.hang_s, model=args.model, port=args.port, host=args.host,
+               structured=args.structured) as srv:
         print(f"serving {srv.base_url} (delay {args.delay}s, faults {faults or 'none'}); Ctrl-C stops", flush=True)
         try:
             while True:

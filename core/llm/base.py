@@ -35,6 +35,17 @@ class LLMRequest:
     seed: int | None = None
     purpose: str = ""                       # 'reasoning' | 'generation' | ... (logged)
     run_id: str | None = None               # logged
+    # Structured output: a JSON Schema the reply must follow (OpenAI-compatible servers: response_format
+    # json_schema, strict, falling back to json_object then free text where a server refuses it; the
+    # embedded model: the schema as a llama.cpp grammar). None: free text.
+    schema: dict[str, Any] | None = None
+    schema_name: str = "reply"
+    # The embedded model only: a llama.cpp grammar (GBNF) used instead of the schema's, for a document whose
+    # answer the prompt already opened (e.g. the paper's "Reasons:\n1."). Servers get `schema`.
+    grammar: str | None = None
+    # The embedded model only: llama.cpp's repeat penalty over the last 64 tokens (a base model otherwise
+    # loops: "8. 8. 8.", the same reason five times). OpenAI-compatible servers do not get it.
+    repeat_penalty: float = 1.0
 
 
 @dataclass
@@ -47,6 +58,8 @@ class LLMResponse:
     latency_s: float
     cost_usd: float | None
     finish_reason: str | None
+    # How the reply was constrained: 'json_schema', 'json_object', 'grammar' (llama.cpp) or 'free'.
+    output_mode: str = "free"
 
 
 class LLMError(Exception):
@@ -176,8 +189,11 @@ class LLM(abc.ABC):
         return self.chat and bool(req.messages)
 
     def _params(self, req: LLMRequest) -> dict[str, Any]:
-        return {"temperature": req.temperature, "max_tokens": req.max_tokens, "stop": req.stop,
-                "seed": req.seed, "timeout_s": self.timeout_s}
+        params = {"temperature": req.temperature, "max_tokens": req.max_tokens, "stop": req.stop,
+                  "seed": req.seed, "timeout_s": self.timeout_s}
+        if req.schema is not None:
+            params["schema_name"] = req.schema_name
+        return params
 
     def _scrub(self, text: str | None) -> str | None:
         if text and self._secret and self._secret in text:
@@ -204,6 +220,7 @@ class LLM(abc.ABC):
             "latency_s": round(latency_s, 4),
             "cost_usd": resp.cost_usd if resp else None,
             "finish_reason": resp.finish_reason if resp else None,
+            "output_mode": resp.output_mode if resp else None,
             "error": str(err) if err else None,
             "error_kind": err.kind if err else None,
             "status": err.status if err else None,

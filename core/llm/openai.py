@@ -4,6 +4,7 @@ when a request has no messages."""
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import threading
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 UNKNOWN_OPENAI_CONTEXT = 8192       # a self-hosted model we know nothing about: be conservative
 _NO_KEY = "sk-no-key-required"      # what llama.cpp / vLLM / Ollama accept when they need no key
+# Structured output, best first. A server that refuses one (older vLLM, Ollama, llama.cpp servers know
+# json_object or their own grammar options, not json_schema) gets the next, once per LLM: the rest of
+# the run asks for what it accepted.
+OUTPUT_MODES = ("json_schema", "json_object", "free")
+# json_object carries no schema: it goes in the prompt, as an addition after the paper's text.
+SCHEMA_NOTE = "Reply with one JSON object that follows this JSON Schema:\n"
 
 # ----------------------------------------------------------------------------------------------
 # OpenAI-compatible backend
@@ -76,6 +83,8 @@ class OpenAILLM(LLM):
         self.encoding_name, self.tokens_exact = encoding_name_for(model)
         self._clients: dict[int, tuple[Any, Any]] = {}   # id(loop) -> (loop, AsyncOpenAI)
         self._lock = threading.Lock()
+        self.output_floor = 0                  # index into OUTPUT_MODES: the best mode the server accepts
+        self.output_refusals: list[str] = []   # what the server said when it refused a mode (for the record)
 
     def _new_client(self):
         import openai
@@ -129,7 +138,44 @@ class OpenAILLM(LLM):
         params["endpoint"] = "chat.completions" if req.messages else "completions"
         return params
 
+    def _structured(self, req: LLMRequest, mode: str) -> tuple[list[dict], dict[str, Any]]:
+        """(messages, extra create() arguments) asking for `mode`."""
+        if mode == "json_schema":
+            return req.messages, {"response_format": {"type": "json_schema", "json_schema": {
+                "name": req.schema_name, "strict": True, "schema": req.schema}}}
+        if mode == "json_object":
+            note = {"role": "system", "content": SCHEMA_NOTE + json.dumps(req.schema, ensure_ascii=False)}
+            return [*req.messages, note], {"response_format": {"type": "json_object"}}
+        return req.messages, {}
+
+    @staticmethod
+    def _refused(exc: BaseException) -> bool:
+        """A 400/422 that is about the request's response_format (not its length or model)."""
+        import openai
+
+        if not isinstance(exc, (openai.BadRequestError, openai.UnprocessableEntityError)):
+            return False
+        text = str(exc).lower()
+        return not ("context" in text and "length" in text)
+
     async def _request(self, client: Any, req: LLMRequest) -> LLMResponse:
+        if req.schema is None or not req.messages:
+            return await self._request_mode(client, req, "free")
+        while True:
+            mode = OUTPUT_MODES[self.output_floor]
+            try:
+                return await self._request_mode(client, req, mode)
+            except Exception as exc:  # noqa: BLE001 - a refusal steps down; anything else is the caller's
+                if mode == "free" or not self._refused(exc):
+                    raise
+                with self._lock:
+                    if OUTPUT_MODES[self.output_floor] == mode:
+                        self.output_floor += 1
+                        self.output_refusals.append(f"{mode}: {self._scrub(str(exc))[:300]}")
+                log.info("%s refused %s; asking for %s", self.base_url or "the server", mode,
+                         OUTPUT_MODES[self.output_floor])
+
+    async def _request_mode(self, client: Any, req: LLMRequest, mode: str) -> LLMResponse:
         kwargs: dict[str, Any] = {"model": self.model, "temperature": req.temperature}
         if req.stop:
             kwargs["stop"] = req.stop
@@ -137,10 +183,11 @@ class OpenAILLM(LLM):
             kwargs["seed"] = req.seed
         t0 = time.perf_counter()
         if req.messages:
+            messages, extra = self._structured(req, mode)
             # Reasoning models take max_completion_tokens; everything else knows max_tokens.
             reasoning = self.model.startswith(("o1", "o3", "o4", "gpt-5"))
             kwargs["max_completion_tokens" if reasoning else "max_tokens"] = req.max_tokens
-            out = await client.chat.completions.create(messages=req.messages, **kwargs)
+            out = await client.chat.completions.create(messages=messages, **kwargs, **extra)
             choices = getattr(out, "choices", None)
             if not choices:
                 raise LLMError("reply has no choices", kind="bad_response", retryable=True)
@@ -165,7 +212,7 @@ class OpenAILLM(LLM):
         return LLMResponse(text=text, model=model, backend=self.backend, prompt_tokens=int(prompt_tokens),
                            completion_tokens=int(completion_tokens), latency_s=latency,
                            cost_usd=estimate_cost(self.model, int(prompt_tokens), int(completion_tokens)),
-                           finish_reason=choices[0].finish_reason)
+                           finish_reason=choices[0].finish_reason, output_mode=mode)
 
     def _classify(self, exc: BaseException) -> LLMError:
         import openai

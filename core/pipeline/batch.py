@@ -28,12 +28,13 @@ from core import config
 from core.jobs.background import read_json, write_json_atomic
 from core.config import runs_dir
 from core.prompts import PromptError, load_prompts, prompt_hash
+from core.pipeline.reasoning import OUTPUTS
 from core.pipeline.retrieval import MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError, RetrievalPool
+from core.pipeline.run import REASONING_MAX_TOKENS, Settings, compact_for
 from core.store import connect
 from core.store import synthetic as store
 
 DEFAULT_MAX_TOKENS = 2048
-REASONING_MAX_TOKENS = 1024     # 5 reasons never need more; also what the generation prompt reserves for them
 BUDGET_MARGIN = 64              # chat framing tokens and rounding
 
 
@@ -185,6 +186,15 @@ class Batch:
         self.started = time.time()
         self.pool: RetrievalPool | None = None
         self.budget = 0
+        self.settings: Any = None                 # core.pipeline.run.Settings
+        self.seen: list[dict] = []                # records this run made (duplicates within a run)
+        self.statuses: dict[int, str] = {}        # item -> validation status of its stored trial
+        self.valid_only = False
+        self.limit = n                            # item indices run: N, or up to 3N with --valid-only
+
+    def usable(self) -> int:
+        """Stored trials that are not 'invalid'."""
+        return sum(1 for s in self.statuses.values() if s != "invalid")
 
     # -- store writes: group commit. Items hand their write to one writer; whatever is ready while
     # it works goes through the next connection, each item in its own transaction, committed at once.
@@ -245,68 +255,39 @@ class Batch:
 
         log_calls(con, entries)
 
-    # -- one item
+    # -- one item: the one pipeline (core.pipeline.run), then the store
     async def item(self, index: int, slots: asyncio.Semaphore) -> str:
         """One item: its LLM work holds one of the C slots; its store write does not (so the next
-        item's requests start while this one is being committed)."""
+        item's requests start while this one is being committed). -> its validation status or 'failed'."""
+        from core.pipeline.run import StepError, failure_row, run_item, trial_row
+
         await slots.acquire()
         held = True
         seed = item_seed(self.params["seed"], index)
-        p = self.params
         sid = f"{self.run_id}:{index}"
-        stage = "retrieval"
-        retrieval: Retrieval | None = None
-        reasons: list[str] | None = None
-        intended = self.pool.drug["name"] if self.pool.drug else None
-        label = p.get("label")
         try:
-            retrieval = await asyncio.to_thread(self.pool.retrieve, label=label, k=p["k"], seed=seed,
-                                                count_tokens=self.llm.count_tokens, budget=self.budget)
-            intended, label = retrieval.intervention, retrieval.label
-            synonyms = self.pool.synonyms.get(retrieval.drugbank_id, [])
+            try:
+                item = await run_item(self.llm, self.pool, self.settings, seed=seed, label=self.params.get("label"),
+                                      prompts=self.prompts, run_id=self.run_id, seen=self.seen)
+            except StepError as err:
+                slots.release()
+                held = False
+                intended = self.pool.drug["name"] if self.pool.drug else None
+                row = failure_row(err, sid=sid, run_id=self.run_id, index=index, prompt_hash=self.phash,
+                                  intended=intended, label=self.params.get("label"))
+                cost = sum((r.cost_usd or 0.0) for r in err.responses)
 
-            from core.pipeline.reasoning import areason
-            stage = "reasoning"
-            reasoning = await areason(self.llm, retrieval, prompts=self.prompts, temperature=p["temperature"],
-                                      max_tokens=min(p["max_tokens"], REASONING_MAX_TOKENS), seed=seed,
-                                      attempts=p["attempts"], run_id=self.run_id)
-            reasons = reasoning.reasons
-
-            from core.pipeline.generation import agenerate
-            stage = "generation"
-            gen = await agenerate(self.llm, retrieval, reasons, prompts=self.prompts, temperature=p["temperature"],
-                                  max_tokens=p["max_tokens"], seed=seed + 7919, attempts=p["attempts"],
-                                  run_id=self.run_id, synonyms=synonyms)
-            stage = "validation"
-            from core.pipeline.validation import validate
-
-            ex_ids = [e.nct_id for e in retrieval.examples]
-            status, checks = await asyncio.to_thread(
-                validate, gen.record, intended_intervention=intended, synonyms=synonyms,
-                examples=[self.pool.records[i] for i in ex_ids if i in self.pool.records])
-            record = dict(gen.record, nct_id=sid)
-            responses = reasoning.responses + gen.responses
-            cost = sum((r.cost_usd or 0.0) for r in responses)
-            row = {
-                "id": sid, "run_id": self.run_id, "source": f"run:{self.run_id}", "item_index": index,
-                "intended_intervention": intended, "intended_label": label,
-                "generated_intervention": gen.generated_intervention, "intervention_match": gen.intervention_match,
-                "record": record, "raw_text": gen.raw_text, "reasons": reasons, "example_nct_ids": ex_ids,
-                "validation": checks, "validation_status": status, "drugbank_id": retrieval.drugbank_id,
-                "prompt_hash": self.phash, "parse_format": gen.parse_format, "backend": self.llm.backend,
-                "model": self.llm.model,
-                "meta": {
-                    "seed": seed, "rule": retrieval.rule,
-                    "examples": [{"nct_id": e.nct_id, "tokens": e.tokens, "original_tokens": e.original_tokens,
-                                  "truncated": e.truncated, "dropped": e.dropped} for e in retrieval.examples],
-                    "example_budget": self.budget, "truncated": retrieval.truncated,
-                    "reasoning_attempts": reasoning.attempts, "generation_attempts": gen.attempts,
-                    "reasoning_text": reasoning.raw_text,
-                    "prompt_tokens": sum(r.prompt_tokens or 0 for r in responses),
-                    "completion_tokens": sum(r.completion_tokens or 0 for r in responses),
-                    "cost_usd": cost, "temperature": p["temperature"],
-                },
-            }
+                def save_failure(con: Any) -> None:
+                    store.save_failure(con, row)
+                    self._flush_log(con)
+                    store.update_run(con, self.run_id, add_cost=cost)
+                await self.write(save_failure)
+                self.failed += 1
+                return "failed"
+            self.seen.append(item.generation.record)
+            row = trial_row(item, sid=sid, run_id=self.run_id, index=index, prompt_hash=self.phash, llm=self.llm,
+                            settings=self.settings)
+            cost = row["meta"]["cost_usd"]
 
             def save(con: Any) -> None:
                 store.save_synthetic(con, row)
@@ -314,45 +295,14 @@ class Batch:
                 store.update_run(con, self.run_id, add_cost=cost)
             slots.release()
             held = False
-            stage = "store"
             await self.write(save)
             self.cost += cost
             self.done += 1
-            return "done"
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded; the batch goes on
-            if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-                raise
-            if held:
-                slots.release()
-                held = False
-            await self._fail(index, sid, stage, exc, intended, label, retrieval, reasons)
-            return "failed"
+            self.statuses[index] = item.status
+            return item.status
         finally:
             if held:  # cancelled
                 slots.release()
-
-    async def _fail(self, index: int, sid: str, stage: str, exc: Exception, intended: str | None,
-                    label: int | None, retrieval: Retrieval | None, reasons: list[str] | None) -> None:
-        from core.pipeline.reasoning import FormatError
-
-        responses = getattr(exc, "responses", None) or []
-        row = {
-            "id": sid, "run_id": self.run_id, "item_index": index, "intended_intervention": intended,
-            "intended_label": label, "stage": stage, "reason": f"{type(exc).__name__}: {exc}"[:2000],
-            "raw_text": getattr(exc, "raw_text", None), "attempts": len(responses) or None,
-            "prompt_hash": self.phash, "example_nct_ids": [e.nct_id for e in retrieval.examples] if retrieval else None,
-            "reasons": reasons,
-            "error_kind": "format" if isinstance(exc, FormatError) else getattr(exc, "kind", None)
-            or ("retrieval" if isinstance(exc, RetrievalError) else type(exc).__name__),
-        }
-        cost = sum((r.cost_usd or 0.0) for r in responses)
-
-        def save(con: Any) -> None:
-            store.save_failure(con, row)
-            self._flush_log(con)
-            store.update_run(con, self.run_id, add_cost=cost)
-        await self.write(save)
-        self.failed += 1
 
     # -- the whole run
     def progress(self, status: str, pending: int) -> dict[str, Any]:
@@ -389,6 +339,14 @@ class Batch:
         writer = asyncio.create_task(self._writer())
         try:
             await asyncio.gather(*(one(i) for i in todo))
+            # --valid-only: new items (new seeds, so new examples) until N trials are usable, at most 3N items
+            nxt = max([self.n - 1, *self.statuses, *todo]) + 1
+            while self.valid_only and self.usable() < self.n and nxt < self.limit:
+                wave = list(range(nxt, min(self.limit, nxt + self.n - self.usable())))
+                nxt = wave[-1] + 1
+                bar.total += len(wave)
+                pending += len(wave)
+                await asyncio.gather(*(one(i) for i in wave))
         finally:
             await self.queue.put(None)
             await writer
@@ -409,9 +367,12 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
               example_budget_cap: int | None = None, prompt_overrides: dict | None = None,
               n_ctx: int | None = None, max_retries: int = 5, timeout_s: float = 120.0,
               show_progress: bool = True, on_progress: Callable[[dict], None] | None = None,
-              batch_api: bool = False, poll_s: float = 30.0) -> dict[str, Any]:
+              batch_api: bool = False, poll_s: float = 30.0, output: str = "schema",
+              valid_only: bool = False) -> dict[str, Any]:
     """Generate (or complete) run `run_id` up to `n` items. Returns the run's final counts.
-    With `batch_api`, through OpenAI's Batch API (resumable by the same run id)."""
+    With `batch_api`, through OpenAI's Batch API (resumable by the same run id).
+    `output`: 'schema' (structured replies) or 'free' (the paper's free text, parsed afterwards).
+    `valid_only`: draw new items until `n` stored trials are not 'invalid', at most 3n items."""
     from core.llm import get_llm
 
     db = config.db_path(db)
@@ -423,6 +384,8 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
         raise UsageError("--concurrency must be at least 1")
     if rule not in RULES:
         raise UsageError(f"--rule must be one of {', '.join(RULES)}")
+    if output not in OUTPUTS:
+        raise UsageError(f"--output must be one of {', '.join(OUTPUTS)}")
     run_id = run_id or new_run_id()
     if ":" in run_id or "/" in run_id:
         raise UsageError("--run-id may not contain ':' or '/'")
@@ -474,18 +437,26 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
     params = {"intervention": intervention, "drugbank_id": drug["drugbank_id"] if drug else None, "label": label,
               "seed": seed, "backend": backend, "base_url": _public_url(base_url), "model": llm.model, "concurrency": concurrency,
               "max_tokens": max_tokens, "temperature": temperature, "rule": rule, "min_each": min_each, "k": k,
-              "attempts": attempts, "example_budget_cap": example_budget_cap, "batch_api": batch_api}
+              "attempts": attempts, "example_budget_cap": example_budget_cap, "batch_api": batch_api,
+              "output": output, "valid_only": valid_only}
     batch = Batch(db, run_id, n, params, prompts, llm, log_buffer, concurrency, show_progress, on_progress)
     batch.pool = pool
     batch.budget = example_budget(llm, prompts, max_tokens, k, example_budget_cap)
+    batch.settings = Settings(k=k, output=output, temperature=temperature, max_tokens=max_tokens, attempts=attempts,
+                              budget=batch.budget, compact=compact_for(llm))
+    batch.valid_only, batch.limit = valid_only, (3 * n if valid_only else n)
 
     with connect(db) as con:
         store.start_run(con, run_id, n, params, prompts, batch.phash, os.getpid())
         done = store.done_items(con, run_id)
         todo = [i for i in range(n) if i not in done]
+        for t in store.list_synthetic(con, run_id=run_id):
+            batch.statuses[t["item_index"]] = t["validation_status"]
+            if t["record"]:
+                batch.seen.append(t["record"])
         # the items' draws are known from their seeds: read just those trials, once
         wanted = []
-        for i in todo:
+        for i in (todo + [i for i in range(n, batch.limit) if i not in done]):
             try:
                 wanted += pool.select(label=label, k=k, seed=item_seed(seed, i))[2]
             except RetrievalError:
@@ -529,6 +500,7 @@ def run(args: argparse.Namespace) -> int:
             rule=args.rule, min_each=args.min_each, example_budget_cap=args.example_budget,
             prompt_overrides=_load_overrides(args.prompts), n_ctx=args.n_ctx, timeout_s=args.timeout,
             show_progress=not args.no_progress, batch_api=args.batch_api, poll_s=args.poll_s,
+            output=args.output, valid_only=args.valid_only,
         )
     except (UsageError, RetrievalError, PromptError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,10 @@
 """Generation module (paper 3.2.4, Table 2): write one synthetic trial report for the fixed intervention
-and label, with the 5 reasons inserted before the examples. Parses the reply (JSON, in code fences or
-not, truncated JSON repaired, or XML-like tags) and maps it into the canonical record."""
+and label, with the 5 reasons inserted before the examples.
+
+`output="schema"` (the default) asks for core.pipeline.schema.trial_schema(intervention): the reply is the
+canonical fields, the intervention fixed, no status fields. `"free"` is the paper's exact free-form reply,
+read afterwards (JSON, in code fences or not, broken JSON repaired by PyPI json-repair, or XML-like tags)
+and mapped into the canonical record."""
 from __future__ import annotations
 
 import json
@@ -8,13 +12,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.prompts import load_prompts, render
-from core.pipeline.reasoning import FormatError, ask_until_readable, values_for
-from core.record import normalize_record
+from core.pipeline.reasoning import OUTPUTS, values_for
+from core.pipeline.replies import FormatError, ask_until_readable, loads_lenient, output_mode
 from core.pipeline.retrieval import Retrieval, normalize_name
+from core.pipeline.schema import schema_name, trial_schema
+from core.prompts import load_prompts, render, stop_strings
+from core.record import normalize_record
 
 DEFAULT_ATTEMPTS = 3
-DOCUMENT_STOP = ["\nSuccessful clinical trial example:", "\nFailed clinical trial example:", "\n\n\n"]
+# Light: enough to stop a base model's loops ("8. 8. 8."), not enough to bend the JSON (measured).
+REPEAT_PENALTY = 1.1
 
 
 @dataclass
@@ -27,6 +34,12 @@ class Generation:
     intervention_match: bool
     attempts: int
     responses: list[Any] = field(default_factory=list)
+    output: str = "schema"         # what was asked: 'schema' or 'free'
+
+    @property
+    def output_mode(self) -> str:
+        """How the used reply was constrained ('json_schema', 'json_object', 'grammar', 'free')."""
+        return output_mode(self.responses)
 
 
 # ---- prompt ----
@@ -37,12 +50,14 @@ def opening_of(text: str) -> str:
     return m.group(1) if m else ""
 
 
-def build_prompt(retrieval: Retrieval, reasons: list[str], prompts: dict | None = None) -> tuple[list[dict], str, str]:
-    """(messages, document, opening) of the generation prompt."""
+def build_prompt(retrieval: Retrieval, reasons: list[str], prompts: dict | None = None,
+                 output: str = "free") -> tuple[list[dict], str, str]:
+    """(messages, document, opening) of the generation prompt. With output='schema' the document ends
+    where the answer starts (the grammar writes all of it), so the opening is empty."""
     stage = (prompts or load_prompts())["generation"]
     values = {**values_for(retrieval), "reasons": "\n" + "\n".join(f"{i}. {r}" for i, r in enumerate(reasons, 1))}
     examples = [(e.label, e.text) for e in retrieval.examples]
-    opening = opening_of(retrieval.examples[0].text) if retrieval.examples else ""
+    opening = "" if output == "schema" else (opening_of(retrieval.examples[0].text) if retrieval.examples else "")
     messages, document = render(stage, values, examples, opening)
     return messages, document, opening
 
@@ -50,30 +65,6 @@ def build_prompt(retrieval: Retrieval, reasons: list[str], prompts: dict | None 
 # ---- parsing ----
 
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)(?:```|$)", re.DOTALL)
-
-
-def _repair_json(text: str) -> str:
-    """Close what a cut-off JSON text left open (strings, arrays, objects)."""
-    stack: list[str] = []
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack:
-            stack.pop()
-    out = text + ('"' if in_str else "")
-    out = re.sub(r'[,:]\s*$', "", out.rstrip())
-    out = re.sub(r',\s*"[^"]*"\s*$', "", out)  # a dangling key with no value
-    return out + "".join(reversed(stack))
 
 
 def _loads_first_object(text: str) -> dict | None:
@@ -85,6 +76,15 @@ def _loads_first_object(text: str) -> dict | None:
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def _repaired_object(text: str) -> dict | None:
+    """The first JSON object of `text` after json-repair (cut-off strings and brackets, trailing commas,
+    single quotes, comments, prose after the object)."""
+    value = loads_lenient(text)
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, dict) and v), None)
+    return value if isinstance(value, dict) and value else None
 
 
 def _xml_like(text: str) -> dict | None:
@@ -118,7 +118,7 @@ def parse_trial(text: str) -> tuple[dict[str, Any], str]:
             return obj, how
     for body, _ in candidates:
         if "{" in body:
-            obj = _loads_first_object(_repair_json(body[body.find("{"):]))
+            obj = _repaired_object(body[body.find("{"):])
             if obj:
                 return obj, "json-repaired"
     obj = _xml_like(text)
@@ -310,12 +310,19 @@ def any_intervention_matches(record: dict[str, Any], intended: str, synonyms: li
 async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, prompts: dict | None = None,
                     temperature: float = 1.0, max_tokens: int = 1024, seed: int | None = None,
                     attempts: int = DEFAULT_ATTEMPTS, run_id: str | None = None,
-                    synonyms: list[str] | None = None) -> Generation:
+                    synonyms: list[str] | None = None, output: str = "schema") -> Generation:
     """Generate and parse one synthetic trial; FormatError after `attempts` unreadable replies."""
-    messages, document, opening = build_prompt(retrieval, reasons, prompts)
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
+    prompts = prompts or load_prompts()
+    messages, document, opening = build_prompt(retrieval, reasons, prompts, output)
+    extra = {"schema": trial_schema(retrieval.intervention), "schema_name": schema_name("trial")} \
+        if output == "schema" else {}
 
     def read(text: str) -> tuple[dict, str, dict[str, Any]]:
         parsed, how = parse_trial(text)
+        if output == "schema" and how == "json" and "protocolSection" not in parsed:
+            how = "schema"   # the reply is the schema's object itself
         record = to_record(parsed)
         if not any(record.get(k) for k in ("brief_title", "official_title", "brief_summary",
                                            "detailed_description", "interventions", "eligibility_criteria")):
@@ -323,11 +330,12 @@ async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, promp
         return parsed, how, record
 
     (parsed, how, record), text, attempt, responses = await ask_until_readable(
-        llm, messages, document, DOCUMENT_STOP, read, stage="generation", attempts=attempts,
-        temperature=temperature, max_tokens=max_tokens, seed=seed, run_id=run_id, opening=opening)
+        llm, messages, document, stop_strings(prompts, "generation", values_for(retrieval)), read,
+        stage="generation", attempts=attempts, temperature=temperature, max_tokens=max_tokens, seed=seed,
+        run_id=run_id, opening=opening, repeat_penalty=REPEAT_PENALTY, **extra)
     gen = generated_intervention(record)
     match = any_intervention_matches(record, retrieval.intervention, synonyms)
-    return Generation(record, parsed, how, text, gen, match, attempt, responses)
+    return Generation(record, parsed, how, text, gen, match, attempt, responses, output)
 
 
 def generate(llm: Any, retrieval: Retrieval, reasons: list[str], **kwargs: Any) -> Generation:

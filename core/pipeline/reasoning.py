@@ -1,25 +1,30 @@
 """Reasoning module (paper 3.2.3, Table 1): ask the LLM for 5 reasons that led the K examples of one
-intervention to their common outcome. Parses exactly 5 numbered reasons; retries (bounded) when the
-reply does not have that format."""
+intervention to their common outcome.
+
+`output="schema"` (the default) asks for core.pipeline.schema.REASONS_SCHEMA (JSON with exactly 5 reasons);
+`"free"` is the paper's reply, 5 numbered reasons parsed from the text. Either way the reasons must be 5
+distinct sentences: placeholders ("[X]", "[Original reason ...]", "(...)"), bracketed templates and
+repeats are rejected and the stage asks again (bounded)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-from core.prompts import load_prompts, outcome_words, render
+from core.pipeline.replies import FormatError, ask_until_readable, loads_lenient, output_mode
 from core.pipeline.retrieval import Retrieval
+from core.pipeline.schema import N_REASONS, REASONS_SCHEMA, reason_problems, reasons_grammar, schema_name
+from core.prompts import load_prompts, outcome_words, render, stop_strings
 
-T = TypeVar("T")
+__all__ = ["FormatError", "Reasoning", "areason", "reason", "parse_reasons", "build_prompt", "values_for",
+           "ask_until_readable", "N_REASONS", "OUTPUTS"]
 
-N_REASONS = 5
 DEFAULT_ATTEMPTS = 3
-# Base models run on past the fifth reason; these end the continuation.
-DOCUMENT_STOP = ["\n6.", "\n\n\n", "clinical trial example:"]
-
-
-class FormatError(ValueError):
-    """The model's reply does not have the required shape."""
+OUTPUTS = ("schema", "free")
+# A base model repeats itself: without a penalty the 270M model wrote the same reason 5 times in most
+# replies; at 1.3 (llama.cpp's repeat penalty, last 64 tokens) it rarely does (measured in the scratch runs
+# of issue 9). OpenAI-compatible servers ignore it.
+REPEAT_PENALTY = 1.3
 
 
 @dataclass
@@ -28,6 +33,12 @@ class Reasoning:
     raw_text: str
     attempts: int
     responses: list[Any] = field(default_factory=list)   # LLMResponse of every attempt
+    output: str = "schema"                               # what was asked: 'schema' or 'free'
+
+    @property
+    def output_mode(self) -> str:
+        """How the used reply was constrained ('json_schema', 'json_object', 'grammar', 'free')."""
+        return output_mode(self.responses)
 
 
 def values_for(retrieval: Retrieval) -> dict[str, str]:
@@ -106,49 +117,59 @@ def _parse_numbered(text: str, strict: bool) -> list[str]:
     return reasons
 
 
-async def ask_until_readable(llm: Any, messages: list[dict], document: str, stop: list[str],
-                             parse: Callable[[str], T], *, stage: str, attempts: int, temperature: float,
-                             max_tokens: int, seed: int | None, run_id: str | None,
-                             opening: str = "") -> tuple[T, str, int, list]:
-    """Ask until a reply parses: a chat model gets the messages, a base model the document to continue (cut
-    at `stop`; its reply is read after `opening`, the part of the answer the document already wrote); each
-    attempt its own seed, so a retry can read differently. -> (what `parse` returned, the text it read, the
-    attempt, all responses); FormatError after `attempts` unreadable replies, with the raw text."""
-    from core.llm import LLMRequest  # core.llm is heavy: imported when a request is made
+def parse_reasons_json(text: str) -> list[str]:
+    """The reasons of a structured reply ({"reasons": [...]}, or a bare list)."""
+    value = loads_lenient(text)
+    if isinstance(value, dict):
+        value = value.get("reasons")
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise FormatError('reply is not {"reasons": [5 strings]}')
+    return [" ".join(r.split()) for r in value]
 
-    responses = []
-    last_error: FormatError | None = None
-    for attempt in range(1, attempts + 1):
-        req = LLMRequest(
-            messages=messages, document=None if llm.chat else document, temperature=temperature,
-            max_tokens=max_tokens, stop=None if llm.chat else stop,
-            seed=None if seed is None else seed + attempt - 1, purpose=stage, run_id=run_id,
-        )
-        resp = await llm.acomplete(req)
-        responses.append(resp)
-        text = resp.text if llm.chat else opening + resp.text
-        try:
-            return parse(text), text, attempt, responses
-        except FormatError as exc:
-            last_error = exc
-    err = FormatError(f"{stage} reply malformed after {attempts} attempts: {last_error}")
-    err.raw_text = responses[-1].text if responses else ""  # type: ignore[attr-defined]
-    err.responses = responses  # type: ignore[attr-defined]
-    raise err
+
+def _structured_or_numbered(text: str, strict: bool) -> list[str]:
+    """A structured reply; or, from a server that refused structured output (it answered in free text),
+    the paper's numbered reasons."""
+    try:
+        return parse_reasons_json(text)
+    except FormatError:
+        if text.lstrip().startswith(("{", "[", "`")):
+            raise
+        return parse_reasons(text, strict=strict)
+
+
+def usable(reasons: list[str]) -> list[str]:
+    """The reasons, or FormatError naming what is wrong with them (placeholders, templates, repeats)."""
+    problems = reason_problems(reasons)
+    if problems:
+        raise FormatError("; ".join(problems[:3]))
+    return reasons
 
 
 async def areason(llm: Any, retrieval: Retrieval, *, prompts: dict | None = None, temperature: float = 1.0,
                   max_tokens: int = 512, seed: int | None = None, attempts: int = DEFAULT_ATTEMPTS,
-                  run_id: str | None = None) -> Reasoning:
-    """Generate and parse the 5 reasons; FormatError after `attempts` malformed replies."""
+                  run_id: str | None = None, output: str = "schema") -> Reasoning:
+    """Generate and parse the 5 reasons; FormatError after `attempts` unusable replies."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
+    prompts = prompts or load_prompts()
     messages, document = build_prompt(retrieval, prompts)
-    answer_open = (prompts or load_prompts())["reasoning"]["document_answer"].format(opening="")
-    # A base model continues after "Reasons:\n1.": put the opening back before parsing.
+    answer_open = prompts["reasoning"]["document_answer"].format(opening="")
+    if output == "schema":
+        # Servers get the JSON Schema; a base model continues the paper's document ("Reasons:\n1.") under
+        # the same constraints as a numbered list (schema.reasons_grammar).
+        parse = lambda text: usable(_structured_or_numbered(text, llm.chat))  # noqa: E731
+        extra = {"schema": REASONS_SCHEMA, "schema_name": schema_name("reasons"),
+                 "opening": answer_open.split("\n")[-1], "grammar": reasons_grammar()}
+    else:
+        # A base model continues after "Reasons:\n1.": put the opening back before parsing.
+        parse = lambda text: usable(parse_reasons(text, strict=llm.chat))  # noqa: E731
+        extra = {"opening": answer_open.split("\n")[-1]}
     reasons, _, attempt, responses = await ask_until_readable(
-        llm, messages, document, DOCUMENT_STOP, lambda text: parse_reasons(text, strict=llm.chat),
+        llm, messages, document, stop_strings(prompts, "reasoning", values_for(retrieval), N_REASONS), parse,
         stage="reasoning", attempts=attempts, temperature=temperature, max_tokens=max_tokens, seed=seed,
-        run_id=run_id, opening=answer_open.split("\n")[-1])
-    return Reasoning(reasons, responses[-1].text, attempt, responses)
+        run_id=run_id, repeat_penalty=REPEAT_PENALTY, **extra)
+    return Reasoning(reasons, responses[-1].text, attempt, responses, output)
 
 
 def reason(llm: Any, retrieval: Retrieval, **kwargs: Any) -> Reasoning:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import duckdb
 
 from core.ingest.matching import normalize_name
+from core.pipeline.schema import compact_example
 from core.store import retrieval as q
 from core.store.trials import get_records
 
@@ -83,6 +84,7 @@ class Retrieval:
     budget: int | None
     n_full: int = 0           # examples drawn from full ClinicalTrials.gov records
     n_top: int = 0            # examples that are TOP rows only (when the drug has too few full records)
+    compact: bool = False     # examples serialized in the trial schema's shape (small contexts)
 
     @property
     def truncated(self) -> bool:
@@ -342,8 +344,9 @@ def fit_examples(docs: list[tuple[str, int, dict[str, Any]]], count_tokens: Call
 def retrieve(con: duckdb.DuckDBPyConnection, *, intervention: str | None = None, label: int | None = None,
              k: int = K, seed: int | None = None, rule: str = "drugbank", min_each: int = MIN_EACH,
              count_tokens: Callable[[str], int] | None = None, budget: int | None = PAPER_EXAMPLE_BUDGET,
-             eligible: list[dict] | None = None) -> Retrieval:
-    """One retrieval: (drug, label) chosen or drawn with `seed`, K examples sampled and fitted."""
+             eligible: list[dict] | None = None, compact: bool = False) -> Retrieval:
+    """One retrieval: (drug, label) chosen or drawn with `seed`, K examples sampled and fitted.
+    `compact`: examples in the trial schema's shape (core.pipeline.schema.compact_example), for small contexts."""
     if rule not in RULES:
         raise RetrievalError(f"unknown retrieval rule {rule!r} (known: {', '.join(RULES)})")
     rng = random.Random(seed)
@@ -351,11 +354,15 @@ def retrieve(con: duckdb.DuckDBPyConnection, *, intervention: str | None = None,
     ids = sample_trials(con, drug["drugbank_id"], label, k, rule=rule, rng=rng)
     records = get_records(con, ids)
     raws = q.raw_documents(con, ids)
-    docs = [(i, label, example_document(records[i], *raws.get(i, (None, None)))) for i in ids]
+    if compact:
+        synonyms = q.synonyms_of(con, [drug["drugbank_id"]]).get(drug["drugbank_id"], [])
+        docs = [(i, label, compact_example(records[i], drug["name"], synonyms)) for i in ids]
+    else:
+        docs = [(i, label, example_document(records[i], *raws.get(i, (None, None)))) for i in ids]
     counter = count_tokens or (lambda s: len(s))
     examples = fit_examples(docs, counter, budget if count_tokens else None)
     n_full = len(q.full_record_ids(con, ids))
-    return Retrieval(drug["drugbank_id"], drug["name"], label, rule, seed, examples, budget, n_full, len(ids) - n_full)
+    return Retrieval(drug["drugbank_id"], drug["name"], label, rule, seed, examples, budget, n_full, len(ids) - n_full, compact)
 
 
 class RetrievalPool:
@@ -413,17 +420,22 @@ class RetrievalPool:
 
     def retrieve(self, *, label: int | None = None, k: int = K, seed: int | None = None,
                  count_tokens: Callable[[str], int] | None = None,
-                 budget: int | None = PAPER_EXAMPLE_BUDGET) -> Retrieval:
+                 budget: int | None = PAPER_EXAMPLE_BUDGET, compact: bool = False) -> Retrieval:
         drug, label, chosen = self.select(label=label, k=k, seed=seed)
         missing = [i for i in chosen if i not in self.records]
         if missing:
             raise RetrievalError(f"trials {missing} were not prefetched")
-        docs = [(i, label, example_document(self.records[i], *self.raws.get(i, (None, None)))) for i in chosen]
+        if compact:
+            synonyms = self.synonyms.get(drug["drugbank_id"], [])
+            docs = [(i, label, compact_example(self.records[i], drug["name"], synonyms)) for i in chosen]
+        else:
+            docs = [(i, label, example_document(self.records[i], *self.raws.get(i, (None, None))))
+                    for i in chosen]
         counter = count_tokens or (lambda s: len(s))
         examples = fit_examples(docs, counter, budget if count_tokens else None)
         n_full = sum(i in self.full for i in chosen)
         return Retrieval(drug["drugbank_id"], drug["name"], label, self.rule, seed, examples, budget, n_full,
-                         len(chosen) - n_full)
+                         len(chosen) - n_full, compact)
 
 
 def example_records(con: duckdb.DuckDBPyConnection, nct_ids: list[str]) -> dict[str, dict]:

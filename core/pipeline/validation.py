@@ -1,9 +1,10 @@
 """Checks run on every synthetic trial, generated or imported.
 
 Each check gives {ok, severity, detail}; the trial's status is the worst failed check's severity:
-'ok', 'warning' (usable, but look: leaked outcome words, another drug, a missing field) or 'invalid'
-(unreadable, empty, or a near-copy of one of its own few-shot examples; the paper's constraint says
-"You cannot simply modify or rewrite them").
+'ok', 'warning' (usable, but look: leaked outcome words, another drug, a missing field, an implausible
+value, a status field, a value outside the schema) or 'invalid' (unreadable, empty, a near-copy of one of
+its own few-shot examples (the paper's constraint says "You cannot simply modify or rewrite them"), or a
+duplicate of a trial the same run already made).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ _LEAK_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(LEAK_WORDS,
                       re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
 SEVERITY = {"ok": 0, "warning": 1, "invalid": 2}
+DUPLICATE_OVERLAP = 0.8                           # share of 8-grams two trials of one run may share
 
 
 def _check(ok: bool, severity: str, detail: Any) -> dict[str, Any]:
@@ -82,12 +84,48 @@ def leaked_words(record: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
+def plausibility(rec: dict[str, Any]) -> list[str]:
+    """Values no registry record would have: enrollment not a positive integer, a phase outside the
+    registry's vocabulary, criteria without inclusion/exclusion text, ages the wrong way round."""
+    from core.pipeline.schema import PHASES
+
+    problems = []
+    enrollment = rec.get("enrollment")
+    if enrollment is not None and (not isinstance(enrollment, int) or enrollment < 1):
+        problems.append(f"enrollment {enrollment!r} is not a positive integer")
+    phase = rec.get("phase")
+    known = {_squash(p) for p in PHASES} | {_squash(p.replace("/", ",")) for p in PHASES}
+    if phase and _squash(phase) not in known:
+        problems.append(f"phase {phase!r} is not one of the registry's phases")
+    criteria = (rec.get("eligibility_criteria") or "").lower()
+    if criteria and not ("inclusion" in criteria or "exclusion" in criteria):
+        problems.append("eligibility criteria have no inclusion/exclusion text")
+    ages = [_age_years(rec.get(k)) for k in ("minimum_age", "maximum_age")]
+    if None not in ages and ages[0] > ages[1]:
+        problems.append(f"minimum age {rec.get('minimum_age')} is above maximum age {rec.get('maximum_age')}")
+    return problems
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^a-z0-9/,]", "", text.lower())
+
+
+def _age_years(text: Any) -> float | None:
+    m = re.match(r"\s*(\d+(?:\.\d+)?)\s*(year|month|week|day)", str(text or ""), re.IGNORECASE)
+    if not m:
+        return None
+    return float(m.group(1)) / {"year": 1, "month": 12, "week": 52, "day": 365}[m.group(2).lower()]
+
+
 def validate(record: dict[str, Any] | None, *, intended_intervention: str | None = None,
              synonyms: list[str] | None = None, examples: list[dict[str, Any]] | None = None,
-             parse_error: str | None = None) -> tuple[str, dict[str, dict]]:
+             parse_error: str | None = None, run_trials: list[dict[str, Any]] | None = None,
+             output: str | None = None) -> tuple[str, dict[str, dict]]:
     """(status, {check: {ok, severity, detail}}) for one synthetic trial.
 
-    `examples`: the canonical records of its own few-shot examples (None for imported sets)."""
+    `examples`: the canonical records of its own few-shot examples (None for imported sets).
+    `run_trials`: the records the same run already made (duplicates within a run are invalid).
+    `output`: 'schema' when the reply was asked for with the trial schema (checked against it)."""
     checks: dict[str, dict] = {}
     checks["parses"] = _check(record is not None and parse_error is None, "invalid", parse_error or "parsed")
     if record is None:
@@ -129,6 +167,36 @@ def validate(record: dict[str, Any] | None, *, intended_intervention: str | None
             "ngram_overlap": NEAR_COPY_OVERLAP, "longest_run": NEAR_COPY_RUN, "n": NGRAM}})
     else:
         checks["near_copy"] = _check(True, "invalid", "no few-shot examples to compare with")
+
+    # The batch's quality gates (`output` given: a trial this pipeline generated, in 'schema' or 'free' mode).
+    if output is not None:
+        # Status fields: never asked for (the schema has none) and removed before storing; a free reply
+        # that carries them anyway is reported, honestly, as a warning.
+        checks["status_fields"] = _check(not status_fields, "warning",
+                                         {"fields": sorted({f["field"] for f in status_fields})}
+                                         if status_fields else "none")
+        problems = plausibility(rec)
+        checks["plausibility"] = _check(not problems, "warning",
+                                        {"problems": problems} if problems else "plausible")
+
+    if output == "schema" and intended_intervention:
+        from core.pipeline.schema import SYNTHETIC_FIELDS, conformance, trial_schema
+
+        reply = {k: v for k, v in rec.items() if k in SYNTHETIC_FIELDS}
+        reply["interventions"] = [{k: i.get(k) for k in ("type", "name", "description")} for i in rec["interventions"]]
+        reply["arm_groups"] = [{k: a.get(k) for k in ("label", "type", "description")} for a in rec["arm_groups"]]
+        for key in ("primary_outcomes", "secondary_outcomes"):
+            reply[key] = [{k: o.get(k) for k in ("measure", "time_frame")} for o in rec[key]]
+        errors = conformance(reply, trial_schema(intended_intervention))
+        checks["schema"] = _check(not errors, "warning", {"errors": errors[:20], "count": len(errors)} if errors
+                                  else "conforms")
+
+    if run_trials:
+        text = classifier_text(rec, synthetic=False, mode="paper")
+        worst = max(((overlap(text, classifier_text(t, mode="paper"))["ngram_overlap"], t.get("nct_id"))
+                     for t in run_trials), key=lambda w: w[0])
+        checks["duplicate"] = _check(worst[0] < DUPLICATE_OVERLAP, "invalid",
+                                     {"of": worst[1], "ngram_overlap": worst[0], "threshold": DUPLICATE_OVERLAP})
 
     status = max((c["severity"] for c in checks.values()), key=SEVERITY.__getitem__)
     return status, checks

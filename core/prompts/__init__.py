@@ -72,6 +72,21 @@ def outcome_words(label: int) -> dict[str, str]:
     return {"label_word": "Failed", "outcome_verb": "fail", "outcome_noun": "failure", "outcome_adj": "failed"}
 
 
+def stop_strings(prompts: dict[str, dict[str, Any]], stage: str, values: dict[str, str] | None = None,
+                 n_items: int = 5) -> list[str]:
+    """Where a base model's free continuation of `stage`'s document should end, derived from the loaded
+    prompts: where it starts another example (the `example` part up to its {example}, for either label),
+    three newlines, and for reasoning an item numbered past `n_items`."""
+    head = prompts[stage]["example"].split("{example}")[0]
+    starts = []
+    for label in (1, 0):
+        text = head.format(**{**_DUMMY, **(values or {}), **outcome_words(label)}).strip()
+        if text:
+            starts.append(("" if stage == "reasoning" else "\n") + text)
+    extra = [f"\n{n_items + 1}."] if stage == "reasoning" else []
+    return extra + starts + ["\n\n\n"]
+
+
 def render(stage: dict[str, Any], values: dict[str, str], examples: list[tuple[int, str]],
            opening: str = "") -> tuple[list[dict], str]:
     """Concatenate a stage's parts in its `order`: (chat messages, base-model document).

@@ -13,7 +13,7 @@ import duckdb
 
 _COLUMNS = ["created_at", "backend", "model", "purpose", "run_id", "attempt", "messages", "document", "params",
             "response_text", "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "finish_reason",
-            "error", "error_kind", "status"]
+            "error", "error_kind", "status", "output_mode"]
 _JSON = {"messages", "params"}
 
 

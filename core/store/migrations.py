@@ -347,6 +347,13 @@ def m020_llm_calls(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE INDEX llm_calls_run ON llm_calls (run_id)")
 
 
+@migration("021_llm_calls_output_mode")
+def m021_llm_calls_output_mode(con: duckdb.DuckDBPyConnection) -> None:
+    # How each reply was constrained: 'json_schema', 'json_object', 'grammar' (llama.cpp) or 'free';
+    # a server that refuses json_schema shows here as the fallback it got.
+    con.execute("ALTER TABLE llm_calls ADD COLUMN output_mode VARCHAR")
+
+
 @migration("040_experiment_runs")
 def m040_experiment_runs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
