@@ -127,8 +127,9 @@ class LocalLLM(LLM):
             timed_out = time.monotonic() > deadline
             return timed_out
 
+        # json.dumps keeps the schema's property order: the grammar makes the model write fields in it
         grammar = _gbnf(req.grammar) if req.grammar else \
-            _grammar(json.dumps(req.schema, sort_keys=True)) if req.schema is not None else None
+            _grammar(json.dumps(req.schema)) if req.schema is not None else None
         with self._lock:
             t0 = time.perf_counter()
             try:
