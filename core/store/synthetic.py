@@ -256,6 +256,8 @@ def filter_choices(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         f"SELECT DISTINCT {c} FROM synthetic_trials WHERE {c} IS NOT NULL ORDER BY {c}").fetchall()]
     return {"total": total, "run_ids": col("run_id")[::-1], "sources": col("source"),
             "interventions": col("intended_intervention")}
+
+
 def counts_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Synthetic trials by validation status: {"ok": n, "warning": n, "invalid": n}."""
     rows = dict(con.execute("SELECT validation_status, count(*) FROM synthetic_trials GROUP BY ALL").fetchall())
