@@ -1,5 +1,5 @@
 """Fine-tune: choose an experiment cell, see what the classifier will see (scrubbing, leakage audit),
-launch it as a background process and watch it (progress, cancel, logs)."""
+launch it as a background run and watch it (progress, cancel, logs)."""
 from __future__ import annotations
 
 import time
@@ -7,62 +7,54 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.finetune import protocol as X
 from core import serialize, ui
-from core.finetune import train as finetune
+from core.review import md_escape as plain
+from core.finetune import table3 as T3
 from core.services import finetune as svc
 
 db = ui.page("Fine-tune", ":material/model_training:",
              caption="Outcome prediction experiments of the paper (section 4.1): train a classifier on real, "
                      "synthetic or hybrid trials and test it on real ones. Runs are separate processes: they keep "
                      "going when you leave or reload this page.")
-EXPERIMENT_HELP = {
-    "in-distribution": "validation and test from set A (60/20/20 split)",
-    "ratio": "fixed training size, a share of it synthetic; validation and test from set A",
-    "generalization": "validation and test from set B (other interventions), class-balanced",
-}
 
 
 @st.cache_resource(show_spinner="Reading and scrubbing the labelled trials…", max_entries=4, ttl=600)
-def dataset(db_file: str, version: tuple[int, int], source: str | None, mode: str) -> X.Dataset:
-    return X.load_dataset(db_file, source, mode)
+def dataset(db_file: str, version: tuple[int, int], source: str | None, mode: str):
+    return svc.dataset(db_file, source, mode)
 
 
 @st.cache_data(show_spinner="Leakage audit…", max_entries=8, ttl=600)
 def audit(db_file: str, version: tuple[int, int], source: str | None, mode: str) -> dict:
-    return X.leakage_audit(dataset(db_file, version, source, mode))
+    return svc.leakage_audit(dataset(db_file, version, source, mode))
 
 
 @st.cache_data(ttl=600)
 def model_info(model: str) -> tuple[str, str]:
-    try:
-        spec = finetune.resolve_model(model)
-    except ValueError as exc:
-        return "", str(exc)
-    return spec.name, spec.note
+    return svc.model_info(model)
 
 
 version = ui.store_version(db)
-sources = X.synthetic_sources(db)
+sources = svc.synthetic_sources(db)
 
 # ---------------------------------------------------------------- settings
 with st.container(border=True):
     st.subheader("Run settings")
     c1, c2, c3 = st.columns(3)
-    experiment = c1.selectbox("Experiment", X.EXPERIMENTS, key="ft_experiment",
-                              format_func=lambda e: f"{X.SECTION_TITLES[e]} — {EXPERIMENT_HELP[e]}")
+    experiment = c1.selectbox("Experiment", svc.EXPERIMENTS, key="ft_experiment",
+                              format_func=lambda e: f"{T3.SECTION_TITLES[e]} — {svc.EXPERIMENT_HELP[e]}")
     ratio = None
     if experiment == "ratio":
         pct = c2.select_slider("Synthetic share of the training set (%)", options=[100, 80, 60, 40, 20, 0],
                                value=60, key="ft_ratio")
         ratio = pct / 100
-        train = X.ratio_train_name(ratio)
+        train = svc.ratio_train_name(ratio)
     else:
-        train = c2.selectbox("Training set", X.TRAIN_SETS, index=1, key="ft_train",
-                             format_func=lambda t: X.TRAIN_TITLES[t])
-    source_names = ["(all synthetic trials)"] + [s for s, _ in sources]
+        train = c2.selectbox("Training set", svc.TRAIN_SETS, index=1, key="ft_train",
+                             format_func=lambda t: T3.TRAIN_TITLES[t])
+    source_names = ["(all usable synthetic trials)"] + [s for s, _ in sources]
     source = c3.selectbox("Synthetic set", source_names, key="ft_source",
-                          format_func=lambda s: s if s.startswith("(") else f"{s} ({dict(sources)[s]} trials)")
+                          format_func=lambda s: s if s.startswith("(") else
+                          f"{s} ({svc.plural(dict(sources)[s], 'usable trial')})")
     source = None if source.startswith("(") else source
 
     c4, c5, c6, c7 = st.columns([2, 1, 1, 1])
@@ -74,7 +66,7 @@ with st.container(border=True):
                      "other (path or Hugging Face id)": "Other: a local path or a cached Hugging Face id"}.get)
     model = model_choice
     if model_choice.startswith("other"):
-        model = st.text_input("Model path or Hugging Face id", value=finetune.BIOBERT, key="ft_model_other")
+        model = st.text_input("Model path or Hugging Face id", value=svc.BIOBERT, key="ft_model_other")
     seeds_text = c5.text_input("Seeds", value="40,41,42", key="ft_seeds")
     epochs = c6.number_input("Epochs", min_value=1, max_value=50, value=7, key="ft_epochs",
                              disabled=model == "tfidf")
@@ -94,31 +86,29 @@ with st.container(border=True):
                 "P(success) = 0.5 for every trial, so all are predicted successes and ROC-AUC is 0.5 by construction.")
 
     ds = dataset(str(db), version, source, scrub_mode)
+    counts = svc.synthetic_counts(db, source)
     m1, m2, m3 = st.columns(3)
     m1.metric("Set A (labelled, in-distribution)", f"{len(ds.set_a):,}")
     m2.metric("Set B (other interventions)", f"{len(ds.set_b):,}")
-    m3.metric("Synthetic trials", f"{len(ds.synthetic):,}")
-    st.caption(f"Set A is defined by {len(ds.interventions)} {ds.interventions_from}.")
+    m3.metric("Synthetic trials", f"{len(ds.synthetic):,}", help="usable for training: " + svc.USABLE_RULE)
+    st.caption(plain(svc.synthetic_message(counts)))
+    st.caption(f"Set A is defined by {svc.plural(len(ds.interventions), 'intervention')}: {ds.interventions_from}.")
 
     problem = None
     try:
-        seeds = [int(s) for s in seeds_text.split(",") if s.strip()]
+        seeds = tuple(int(s) for s in seeds_text.split(",") if s.strip())
         if not seeds:
             raise ValueError
     except ValueError:
-        seeds, problem = [], f"Seeds: {seeds_text!r} is not a comma-separated list of integers."
+        seeds, problem = (), f"Seeds: {seeds_text!r} is not a comma-separated list of integers."
+    req = svc.RunRequest(experiment, train, model=model, seeds=seeds, synthetic_ratio=ratio, epochs=int(epochs),
+                         max_length=int(max_length), scrub_mode=scrub_mode, synthetic_source=source)
     if not problem:
-        try:
-            X.check_request(ds, experiment, train, ratio)
-        except X.ExperimentError as exc:
-            problem = str(exc)
+        problem = svc.request_problem(ds, req, counts)
     if problem:
         st.warning(problem)
     if st.button("Launch run", type="primary", disabled=bool(problem) or not name, key="ft_launch"):
-        run_id = svc.start_run(db, experiment=experiment, model=model, seeds=seeds, epochs=int(epochs),
-                               max_length=int(max_length), scrub_mode=scrub_mode, synthetic_source=source or None,
-                               synthetic_ratio=ratio if experiment == "ratio" else None,
-                               train=None if experiment == "ratio" else train)
+        run_id = svc.start(db, req)
         st.session_state["ft_pick"] = run_id  # the runs panel below shows the new run
         st.success(f"Started run {run_id}")
 

@@ -25,14 +25,15 @@ from typing import Any, Callable, Iterator
 
 from core import serialize
 from core.store import experiments as xstore
+# The paper's grid (experiments, ratios, cell names) and Table 3's formatting are core.finetune.table3's;
+# re-exported here for the commands and tests that read them from the protocol.
+from core.finetune.table3 import (EXPERIMENTS, METRIC_TITLES, RATIOS, SECTION_TITLES, TRAIN_TITLES,  # noqa: F401
+                                  cell_title, format_table3, ratio_train_name, table3_csv_rows, table3_grid,
+                                  table3_rows)
 
-EXPERIMENTS = ("in-distribution", "ratio", "generalization")
 TRAIN_SETS = ("none", "real", "synthetic", "hybrid")
-RATIOS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 DEFAULT_SEEDS = (40, 41, 42)
 METRICS = xstore.METRICS
-METRIC_TITLES = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1",
-                 "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
 
 
 class ExperimentError(ValueError):
@@ -170,10 +171,6 @@ def normalize_ratio(ratio: float | None) -> float | None:
     return r
 
 
-def ratio_train_name(ratio: float) -> str:
-    return "synthetic" if ratio >= 1 else "real" if ratio <= 0 else "hybrid"
-
-
 def check_request(ds: Dataset, experiment: str, train: str, ratio: float | None = None) -> None:
     """Fail early, with a clear message, on requests this dataset cannot serve."""
     if experiment not in EXPERIMENTS:
@@ -301,14 +298,6 @@ def json_summary(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def table3_grid() -> list[tuple[str, str, float | None]]:
-    """The paper's grid: (experiment, train, synthetic ratio)."""
-    grid: list[tuple[str, str, float | None]] = [("in-distribution", t, None) for t in ("none", "synthetic", "real", "hybrid")]
-    grid += [("ratio", ratio_train_name(r), r) for r in RATIOS]
-    grid += [("generalization", t, None) for t in ("none", "synthetic", "real", "hybrid")]
-    return grid
-
-
 # ---- leakage audit ----------------------------------------------------------------------------
 
 def leakage_audit(ds: Dataset, seed: int = 40) -> dict[str, Any]:
@@ -348,92 +337,3 @@ def stored_details(db: str | Path | None, ids: list[str]) -> tuple[list[dict[str
 def synthetic_sources(db: str | Path | None) -> list[tuple[str, int]]:
     with open_read(db) as con:
         return xstore.synthetic_sources(con)
-
-
-# ---- Table 3 layout ---------------------------------------------------------------------------
-
-SECTION_TITLES = {"in-distribution": "In-distribution", "ratio": "Ratio", "generalization": "Generalization"}
-TRAIN_TITLES = {"none": "No Fine-Tuning", "synthetic": "Synthetic", "real": "Real", "hybrid": "Hybrid"}
-
-
-def cell_title(run: dict[str, Any]) -> str:
-    if run["experiment"] == "ratio" and run.get("synthetic_ratio") is not None:
-        r = run["synthetic_ratio"]
-        if r >= 1:
-            return "100% Synthetic"
-        if r <= 0:
-            return "100% Real"
-        return f"{round(r * 100)}% Syn + {round((1 - r) * 100)}% Real"
-    return TRAIN_TITLES.get(run["train"], run["train"])
-
-
-def _row_order(run: dict[str, Any]) -> tuple:
-    sec = EXPERIMENTS.index(run["experiment"]) if run["experiment"] in EXPERIMENTS else 9
-    if run["experiment"] == "ratio":
-        return (sec, -(run.get("synthetic_ratio") or 0), run["run_id"])
-    order = ("none", "synthetic", "real", "hybrid")
-    return (sec, order.index(run["train"]) if run["train"] in order else 9, run["run_id"])
-
-
-def table3_rows(runs: list[dict[str, Any]], metrics: list[str] | None = None) -> list[dict[str, Any]]:
-    """Rows of the Table 3 layout: testing section, fine-tuning label, per metric mean/sd/text and
-    whether it is the best of its section (bold in the paper)."""
-    metrics = metrics or METRICS
-    rows = []
-    for run in sorted(runs, key=_row_order):
-        row = {"run_id": run["run_id"], "testing": SECTION_TITLES.get(run["experiment"], run["experiment"]),
-               "experiment": run["experiment"], "fine_tuning": cell_title(run), "model": run.get("model_used"),
-               "synthetic_ratio": run.get("synthetic_ratio"), "cells": {}}
-        for m in metrics:
-            s = (run.get("summary") or {}).get(m) or {}
-            mean, sd = s.get("mean"), s.get("sd")
-            row["cells"][m] = {"mean": mean, "sd": sd, "text": "n/a" if mean is None else f"{mean:.3f} ± {sd:.3f}",
-                               "best": False}
-        rows.append(row)
-    for section in {r["experiment"] for r in rows}:
-        sec = [r for r in rows if r["experiment"] == section]
-        for m in metrics:
-            vals = [r["cells"][m]["mean"] for r in sec if r["cells"][m]["mean"] is not None]
-            if not vals:
-                continue
-            best = max(vals)
-            for r in sec:
-                if r["cells"][m]["mean"] is not None and round(r["cells"][m]["mean"], 3) == round(best, 3):
-                    r["cells"][m]["best"] = True
-    return rows
-
-
-def format_table3(rows: list[dict[str, Any]], metrics: list[str] | None = None, markdown: bool = False) -> str:
-    """Plain text (CLI; best marked with *) or Markdown (page; best in bold)."""
-    metrics = metrics or METRICS
-    head = ["Testing", "Fine-Tuning"] + [METRIC_TITLES[m] for m in metrics]
-    body = []
-    last = None
-    for r in rows:
-        cells = []
-        for m in metrics:
-            c = r["cells"][m]
-            cells.append((f"**{c['text']}**" if markdown else f"{c['text']}*") if c["best"] else c["text"])
-        section = r["testing"] if r["testing"] != last else ""
-        last = r["testing"]
-        body.append([section, r["fine_tuning"]] + cells)
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    fmt = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths))  # noqa: E731
-    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(row) for row in body]
-    return "\n".join(lines) + "\n(* best of its section)"
-
-
-def table3_csv_rows(rows: list[dict[str, Any]], metrics: list[str] | None = None) -> list[dict[str, Any]]:
-    metrics = metrics or METRICS
-    out = []
-    for r in rows:
-        d = {"run_id": r["run_id"], "testing": r["testing"], "fine_tuning": r["fine_tuning"], "model": r["model"]}
-        for m in metrics:
-            d[f"{m}_mean"] = r["cells"][m]["mean"]
-            d[f"{m}_sd"] = r["cells"][m]["sd"]
-        out.append(d)
-    return out
