@@ -40,32 +40,30 @@ def first_run(state: str, message: str) -> None:
             f"`{db}`. It takes about a minute; the pages show the store again once it is done."
         )
         st.caption("From a terminal: `python -m core sample-data --db " + str(db) + "`")
-        if not st.button("Load sample data", type="primary", icon=":material/download:"):
-            return
-        with st.status("Loading the sample data…", expanded=True) as status:
-            bar = st.progress(0.0, text="starting")
-            last: dict = {"stage": None, "pct": -1}
+        if st.button("Load sample data", type="primary", icon=":material/download:"):
+            home.start_sample_data(db)
+            st.rerun()
 
-            def progress(stage: str, done: int, total: int) -> None:
-                name = STAGES.get(stage, stage)
-                pct = int(100 * min(done / total, 1.0)) if total else 0
-                if stage != last["stage"]:
-                    last["stage"] = stage
-                    st.write(f"{name}…")
-                elif pct == last["pct"]:
-                    return  # one update per percent: the importer reports every record
-                last["pct"] = pct
-                bar.progress(pct / 100, text=f"{name}: {done:,} of {total:,}" if total > 1 else name)
 
-            try:
-                home.load_sample_data(db, progress=progress)
-            except Exception as exc:  # show what went wrong; the import is transactional
-                status.update(label="Loading the sample data failed", state="error")
-                st.error(f"{type(exc).__name__}: {exc}")
-                return
-            status.update(label="Sample data loaded", state="complete", expanded=False)
-        ui.clear_cache()
-        st.rerun()
+def sample_data_progress(job) -> None:
+    """The sample-data import runs as a background job: show its progress, poll only while it runs."""
+    db = ui.db_path()
+
+    @st.fragment(run_every=1.0)
+    def _poll() -> None:
+        j = home.sample_data_status(db)
+        if j is None or not j.active:
+            ui.clear_cache()
+            st.rerun()
+        p = j.progress
+        name = STAGES.get(p.get("stage"), p.get("stage") or "starting")
+        total = p.get("total") or 0
+        text = f"{name}: {p.get('done', 0):,} of {total:,}" if total > 1 else name
+        with st.status("Loading the sample data…", expanded=True, state="running"):
+            st.progress(j.fraction, text=text)
+            st.caption("It runs in the background: you can leave this page and come back.")
+
+    _poll()
 
 
 METRIC_W = 190   # px: metrics keep their labels whole and wrap to a second row on a narrow window
@@ -189,6 +187,12 @@ def overview() -> None:
     st.page_link(ui.PAGES["Trials"], label="Browse the trials", icon=":material/table_view:")
 
 
+_import = home.sample_data_status(ui.db_path())
+if _import is not None and _import.active:
+    sample_data_progress(_import)
+    st.stop()
+if _import is not None and _import.state == "failed":
+    st.error(f"Loading the sample data failed: {_import.error} (the store was left as it was)")
 state, message = ui.store_state()
 if state == "ready":
     overview()

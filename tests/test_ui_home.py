@@ -3,6 +3,7 @@ store) and the first-run panel on an empty or missing store."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import duckdb
@@ -139,12 +140,24 @@ def test_home_names_a_file_that_is_not_a_store(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_first_run_button_loads_the_sample_data(tmp_path, monkeypatch, mirror_db):
-    """The first-run button runs the real sample-data import with a progress bar, then shows the
-    overview; the store then holds what `sample-data` loads (the session's mirror store)."""
+    """The first-run button runs the real sample-data import as a background job with a progress bar,
+    then shows the overview; the store then holds what `sample-data` loads (the session's mirror store)."""
+    from core.services import home
+
     db = tmp_path / "fresh.duckdb"
     monkeypatch.setenv("CTGEN_DB", str(db))
+    monkeypatch.setenv("CTGEN_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(APP, default_timeout=300).run()
     at.button[0].click().run()
+    assert not at.exception, at.exception
+    seen_progress = False
+    deadline = time.monotonic() + 300
+    while (job := home.sample_data_status(db)) is not None and job.active and time.monotonic() < deadline:
+        seen_progress = seen_progress or bool(job.progress.get("stage"))
+        time.sleep(0.5)
+    assert job is not None and job.state == "done", job and job.error
+    assert seen_progress  # the page had stages to show while it ran
+    at.run()
     assert not at.exception, at.exception
     assert not [e.value for e in at.error]
     expected = _expected(mirror_db)

@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from core import config
 
 
 class _Bars:
-    """tqdm bars per stage, fed by the ingest progress callback."""
+    """tqdm bars per stage, fed by the ingest progress callback; also the job's progress when the
+    command runs as a background job (the Home page polls it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, job: Any = None) -> None:
         from tqdm import tqdm
 
         self._tqdm = tqdm
         self.bars: dict[str, object] = {}
+        self.job = job
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.job:
+            self.job.progress(throttle_s=0.5 if 0 < done < total else 0.0, stage=stage, done=done, total=total)
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = self._tqdm(total=total, desc=stage, unit="rec" if stage in ("xml", "json", "fetch") else "step",
@@ -94,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
     from core.ingest import IngestError, ingest, sample_data
     from core.store import SchemaError, StoreLocked
 
+    from core.jobs import context_for
+
     db = config.db_path(args.db)
     if args.command == "fetch-ctgov":
         return _fetch(args, db)
-    bars = _Bars()
+    bars = _Bars(context_for(args))
     try:
         if args.command == "sample-data":
             summary = sample_data(db, progress=bars)

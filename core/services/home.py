@@ -3,9 +3,10 @@ for labelled trials that only have a TOP row (a quick probe of the API first; `f
 so the page never waits for it). Counts come from core.store.browse.overview through core.ui's cached reads."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 from core import config
 from core import jobs
@@ -13,11 +14,20 @@ from core import jobs
 PROBE_TIMEOUT_S = 2.0
 
 
-def load_sample_data(db: str | os.PathLike, progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """The whole data mirror into the store (`python -m core sample-data`), reporting progress."""
-    from core.ingest import sample_data
+def sample_data_job(db: str | os.PathLike) -> str:
+    """The job id of this store's sample-data import: one per store, so a reload finds it."""
+    return f"sample-data-{hashlib.sha256(str(Path(db).resolve()).encode()).hexdigest()[:12]}"
 
-    return sample_data(db, progress=progress)
+
+def start_sample_data(db: str | os.PathLike) -> str:
+    """The whole data mirror into the store (`python -m core sample-data`) as a background job; the
+    import is one transaction, so a failed or cancelled one leaves the store as it was."""
+    return jobs.start(jobs.JobSpec(kind="sample-data", db=db, params={}, job_id=sample_data_job(db)))
+
+
+def sample_data_status(db: str | os.PathLike) -> jobs.Job | None:
+    """The store's sample-data job (state, progress: stage, done, total), or None if never started."""
+    return jobs.status(sample_data_job(db))
 
 
 @dataclass(frozen=True)
