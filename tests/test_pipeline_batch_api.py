@@ -161,3 +161,25 @@ def test_kill_9_during_each_batch_and_resume(mirror_db_copy, runs_dir):
     assert len(answered) == len(set(answered)) == 2 * N                                  # none paid twice
     trials, failures, _ = _rows(db, "k9")
     assert sorted(t["item_index"] for t in trials) == list(range(N)) and not failures   # none lost or doubled
+
+
+def test_kill_between_batch_create_and_state_save_finds_the_batch_again(mirror_db_copy, runs_dir):
+    db = mirror_db_copy
+    with serve(polls_to_finish=1, hold=lambda b: True) as srv:
+        p = _cli(db, srv.base_url, "k9b", runs_dir)
+        _kill_when(p, lambda: len(srv.batches) == 1)
+        # as if the kill came right after batches.create, before its id was written down
+        path = runs_dir / "k9b" / "batch-api" / "state.json"
+        state = json.loads(path.read_text())
+        state["batches"][0].update(id=None, status="creating")
+        path.write_text(json.dumps(state))
+        srv.hold = None
+        p = _cli(db, srv.base_url, "k9b", runs_dir)
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        batches, answered = srv.batches, srv.answered
+    assert [b["metadata"]["purpose"] for b in batches] == ["reasoning", "generation"]  # found, not recreated
+    assert len(answered) == len(set(answered)) == 2 * N
+    trials, failures, _ = _rows(db, "k9b")
+    assert sorted(t["item_index"] for t in trials) == list(range(N)) and not failures
+    assert json.loads(path.read_text())["batches"][0]["id"] == batches[0]["id"]
