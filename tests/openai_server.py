@@ -226,7 +226,7 @@ def structured_answer(body: dict[str, Any], request_index: int) -> str:
     wants_reasons = "reasons" in props if schema else ('"reasons"' in whole or not _TRIAL_ASK.search(ask))
     if wants_reasons:
         pool = _SUCCESS_REASONS if label else _FAILURE_REASONS
-        value: Any = {"reasons": [f"{r} for {intervention}" for r in rng.sample(pool, 5)]}
+        value: Any = {"reasons": [f"{r} for {intervention}." for r in rng.sample(pool, 5)]}
     else:
         trial = make_trial(rng, intervention, label)
         value = {**trial, **make_trial_extra(rng, trial)}

@@ -78,6 +78,20 @@ def test_examples_resample_reasons_trial_and_batch(mirror_db_copy, tmp_path, str
         page.get_by_role("button", name="Start batch").click()
         page.get_by_text(re.compile(r"3 done, 0 failed of 3 · done")).wait_for(timeout=90_000)
         assert srv.count >= 2 + 3 * 2                      # the page's two calls, two per batch item
+        page.get_by_text(re.compile(r"page-\S+: 1 done, 0 failed of 1 · done · interactive")).wait_for()
     with connect(mirror_db_copy, read_only=True) as con:
         made = list_synthetic(con)
-    assert len(made) == 3 and all(r["intended_intervention"] == top["name"] and r["intended_label"] == 1 for r in made)
+    batch = [r for r in made if not r["run_id"].startswith("page-")]
+    assert len(batch) == 3 and all(r["intended_intervention"] == top["name"] and r["intended_label"] == 1 for r in batch)
+    # the trial made on the page is in the store too: a run of its own, with its reasons and provenance
+    (mine,) = [r for r in made if r["run_id"].startswith("page-")]
+    assert mine["intended_intervention"] == top["name"] and mine["validation_status"] == "ok" and len(mine["reasons"]) == 5
+    assert mine["meta"]["interactive"] and mine["meta"]["example_text"] and mine["model"] == "gpt-4o-mini"
+    assert mine["meta"]["output_mode"] == {"reasoning": "json_schema", "generation": "json_schema"}
+    assert mine["example_nct_ids"] == second and mine["prompt_hash"]
+
+    # a reload lists the runs from the store: the batch and the page's own run
+    page.reload()
+    wait_for_app(page)
+    page.get_by_text(re.compile(r"3 done, 0 failed of 3 · done · batch")).wait_for()
+    page.get_by_text(re.compile(r"1 done, 0 failed of 1 · done · interactive")).wait_for()

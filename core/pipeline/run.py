@@ -43,10 +43,13 @@ def compact_for(llm: Any) -> bool:
     return int(getattr(llm, "context_window", 0) or 0) <= COMPACT_CONTEXT
 
 
+GENERATION_SEED_OFFSET = 7919   # a prime: generation's seed stays apart from reasoning's (and from runs made before)
+
+
 def step_seeds(seed: int) -> dict[str, int]:
-    """The seeds of one item's steps (retrieval draws, reasoning, generation), from the item's seed."""
-    rng = random.Random(f"steps:{seed}")
-    return {"retrieval": seed, "reasoning": seed, "generation": rng.getrandbits(31)}
+    """The seeds of one item's steps (retrieval draws, reasoning, generation), from the item's seed: the one
+    place they are derived (the batch and the page used to add the offset each on their own)."""
+    return {"retrieval": seed, "reasoning": seed, "generation": seed + GENERATION_SEED_OFFSET}
 
 
 def retry_seed(seed: int, attempt: int) -> int:
