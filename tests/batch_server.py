@@ -5,7 +5,8 @@ Serves on 127.0.0.1:
 - POST /v1/batches, GET /v1/batches/{id}, GET /v1/batches (list, newest first), POST /v1/batches/{id}/cancel.
 A batch moves validating -> in_progress -> completed over `polls_to_finish` GETs of it. Each request
 line of the input file (a POST /v1/chat/completions body) is answered like tests/openai_server.py
-answers it (`answer`: 5 reasons, or a JSON trial), in the output file, in the official line format
+answers it (`answer`: 5 reasons or a JSON trial; `structured_answer` for a response_format request),
+in the output file, in the official line format
 {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}.
 
 Faults:
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openai_server import _tokens, answer  # noqa: E402  (the same answers as the chat endpoint)
+from openai_server import _tokens, answer, structured_answer  # noqa: E402  (the chat endpoint's answers)
 
 
 class _State:
@@ -93,7 +94,7 @@ class _State:
                             "error": None})
                 continue
             body = line.get("body") or {}
-            text = answer(body, n)
+            text = structured_answer(body, n) if body.get("response_format") else answer(body, n)
             self.answered.append(cid)
             prompt = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
             completion = {

@@ -49,7 +49,11 @@ def test_two_batches_one_per_stage_at_batch_prices(mirror_db_copy, runs_dir):
         result = _run(mirror_db_copy, srv, "ok")
         batches = srv.batches
         answered = srv.answered
+        lines = [json.loads(x) for b in batches for x in srv.state.content[b["input_file_id"]].decode().splitlines()]
     assert result["status"] == "done" and (result["done"], result["failed"]) == (N, 0)
+    # the lines ask for structured output as the online path does (json_schema, strict)
+    assert {ln["body"]["response_format"]["type"] for ln in lines} == {"json_schema"}
+    assert all(ln["url"] == "/v1/chat/completions" and ln["body"]["seed"] is not None for ln in lines)
     assert [b["metadata"]["purpose"] for b in batches] == ["reasoning", "generation"]
     assert [b["request_counts"]["total"] for b in batches] == [N, N]
     assert len(answered) == len(set(answered)) == 2 * N

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.llm.base import LLMError, LLMRequest, LLMResponse
-from core.llm.openai import OpenAILLM, resolve_api_key
+from core.llm.openai import OUTPUT_MODES, OpenAILLM, resolve_api_key
 from core.llm.pricing import estimate_cost
 
 ENDPOINT = "/v1/chat/completions"
@@ -111,7 +111,9 @@ class BatchAPILLM(OpenAILLM):
         if not req.messages:
             raise LLMError("the Batch API path sends chat requests only (this request has no messages)",
                            kind="bad_request", retryable=False)
-        body: dict[str, Any] = {"model": self.model, "messages": req.messages, "temperature": req.temperature}
+        mode = self.mode_for(req)
+        messages, extra = self._structured(req, mode)  # structured output exactly as the online path asks
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": req.temperature, **extra}
         reasoning = self.model.startswith(("o1", "o3", "o4", "gpt-5"))
         body["max_completion_tokens" if reasoning else "max_tokens"] = req.max_tokens
         if req.stop:
@@ -119,6 +121,9 @@ class BatchAPILLM(OpenAILLM):
         if req.seed is not None:
             body["seed"] = req.seed
         return body
+
+    def mode_for(self, req: LLMRequest) -> str:
+        return "free" if req.schema is None else OUTPUT_MODES[self.output_floor]
 
     def custom_id(self, req: LLMRequest, body: dict[str, Any]) -> str:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()[:32]
@@ -129,7 +134,7 @@ class BatchAPILLM(OpenAILLM):
         params["endpoint"] = "batches:chat.completions"
         return params
 
-    def _response(self, body: dict[str, Any], latency: float) -> LLMResponse:
+    def _response(self, body: dict[str, Any], latency: float, mode: str = "free") -> LLMResponse:
         choices = body.get("choices") or []
         if not choices:
             raise LLMError("batch line has no choices", kind="bad_response", retryable=True)
@@ -140,14 +145,15 @@ class BatchAPILLM(OpenAILLM):
         return LLMResponse(text=text, model=body.get("model") or self.model, backend=self.backend,
                            prompt_tokens=p, completion_tokens=c, latency_s=latency,
                            cost_usd=estimate_cost(self.model, p, c, batch=True),
-                           finish_reason=choices[0].get("finish_reason"))
+                           finish_reason=choices[0].get("finish_reason"), output_mode=mode)
 
     async def _acall(self, req: LLMRequest) -> LLMResponse:
+        mode = self.mode_for(req)
         body = self.body(req)
         cid = self.custom_id(req, body)
         t0 = time.perf_counter()
         if cid in self.state.results:  # answered before (this run, or before a kill)
-            return self._response(self.state.results[cid], 0.0)
+            return self._response(self.state.results[cid], 0.0, mode)
         fut = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(cid, []).append(fut)
         self._lines[cid] = {"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body,
@@ -157,8 +163,15 @@ class BatchAPILLM(OpenAILLM):
             self._collector = asyncio.create_task(self._collect())
         outcome = await fut
         if isinstance(outcome, LLMError):
+            if mode != "free" and outcome.status in (400, 422) and "response_format" in str(outcome).lower():
+                # the server refused this structured-output mode: the retry asks for the next one
+                with self._lock:
+                    if OUTPUT_MODES[self.output_floor] == mode:
+                        self.output_floor += 1
+                        self.output_refusals.append(f"{mode}: {self._scrub(str(outcome))[:300]}")
+                outcome.retryable = True
             raise outcome
-        return self._response(outcome, time.perf_counter() - t0)
+        return self._response(outcome, time.perf_counter() - t0, mode)
 
     # -- the collector: submit, poll, download, hand out
     def _client(self) -> Any:
