@@ -46,7 +46,7 @@ def main() -> int:
 
     from core.analysis import embeddings
     from core.serialize import classifier_text
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     print(f"cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}")

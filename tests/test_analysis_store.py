@@ -105,7 +105,7 @@ def build_store(path: Path, n_real: int = 24, synthetic: str = "dermatology", n_
 
 def test_second_call_reads_the_cache_and_does_not_encode(tmp_path):
     from core.analysis import embeddings
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     db = tmp_path / "cache.duckdb"
@@ -129,7 +129,7 @@ def test_second_call_reads_the_cache_and_does_not_encode(tmp_path):
 
 def test_cached_vectors_equal_fresh_ones_and_are_keyed_by_model(tmp_path):
     from core.analysis import embeddings
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     db = tmp_path / "cache.duckdb"
@@ -154,7 +154,7 @@ def test_biobert_missing_falls_back_to_minilm_and_says_so(monkeypatch, tmp_path)
 
 def test_results_are_stored_with_parameters_and_reused(tmp_path):
     from core.analysis import quality as analysis
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     db = build_store(tmp_path / "s.duckdb")
@@ -173,7 +173,7 @@ def test_results_are_stored_with_parameters_and_reused(tmp_path):
 
 
 def test_real_trials_of_the_sets_interventions_by_drugbank_match_or_name(tmp_path):
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     db = build_store(tmp_path / "s.duckdb", n_real=4, synthetic="none")

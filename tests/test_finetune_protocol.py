@@ -51,7 +51,7 @@ def test_sets_a_and_b_partition_the_labelled_trials(ds, syn_db):
     wanted = {i.lower() for i in ds.interventions}
     assert len(wanted) == 20
     with connect(syn_db, read_only=True) as con:
-        from core.store.experiments import trial_intervention_keys
+        from core.store.runs import trial_intervention_keys
         keys = trial_intervention_keys(con)
     assert all(keys[i] & wanted for i in a)
     assert not any(keys.get(i, set()) & wanted for i in b)

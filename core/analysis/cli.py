@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     sources: list[str | None] = [args.synthetic_source]
     if args.each_set:
-        from core.store import analysis as store
+        from core.store import embeddings as store
         from core.store import connect
 
         with connect(db) as con:

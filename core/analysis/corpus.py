@@ -44,7 +44,7 @@ def load_corpus(db: str | os.PathLike, params: Any, progress: StageProgress | No
     """Read both sides with one connection, then serialize and embed (cached by text) after it closes."""
     from core.analysis.embeddings import embed_texts, resolve_encoder
     from core.store import connect
-    from core.store import analysis as store
+    from core.store import embeddings as store
 
     rng = np.random.default_rng(params.seed)
     with connect(db) as con:

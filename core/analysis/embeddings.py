@@ -298,7 +298,7 @@ def embed_texts(
     vectors: dict[str, np.ndarray] = {}
     if db is not None and unique:
         from core.store import connect
-        from core.store import analysis as store
+        from core.store import embeddings as store
 
         with connect(db) as con:
             vectors.update(store.cached_embeddings(con, list(unique), enc.key))
@@ -326,7 +326,7 @@ def embed_texts(
         vectors.update(zip(chunk, mat))
         if db is not None:
             from core.store import connect
-            from core.store import analysis as store
+            from core.store import embeddings as store
 
             with connect(db) as con:
                 store.put_embeddings(con, chunk, mat, enc.key)

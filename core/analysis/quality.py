@@ -9,7 +9,7 @@
 - The synthetic trials analysed follow the fine-tuning rule by default (usable: not invalid, not
   rejected; core.store.synthetic.USABLE_SQL); `synthetic_rule="all"` takes every one.
 
-Everything is seeded; results are stored with their parameters (core.store.analysis) and reused
+Everything is seeded; results are stored with their parameters (core.store.embeddings) and reused
 when asked again with the same parameters. Metrics: core.analysis.metrics; loading: core.analysis.corpus.
 """
 from __future__ import annotations
@@ -174,7 +174,7 @@ def projection_result(c: Corpus, method: str, params: AnalysisParams, perplexity
 # ---------------- stored, parameterised runs ----------------
 
 def _stored(db, key: str) -> dict[str, Any] | None:
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     with connect(db) as con:
@@ -183,7 +183,7 @@ def _stored(db, key: str) -> dict[str, Any] | None:
 
 
 def _save(db, key: str, kind: str, params: AnalysisParams, extra: dict, result: dict, t0: float) -> None:
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     with connect(db) as con:
@@ -261,7 +261,7 @@ def cli_summary(quality: dict[str, Any]) -> dict[str, Any]:
 
 def stored(db: str | os.PathLike, params: AnalysisParams, projections: Sequence[str] = ()) -> dict[str, Any]:
     """What the store holds for these parameters: {"quality": ... or None, "projections": {m: ...}}."""
-    from core.store import analysis as store
+    from core.store import embeddings as store
     from core.store import connect
 
     with connect(db, read_only=True, wait_s=10) as con:

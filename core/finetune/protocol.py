@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from core import serialize
-from core.store import experiments as xstore
+from core.store import runs as xstore
 # The paper's grid (experiments, ratios, cell names) and Table 3's formatting are core.finetune.table3's;
 # re-exported here for the commands and tests that read them from the protocol.
 from core.finetune.table3 import (EXPERIMENTS, METRIC_TITLES, RATIOS, SECTION_TITLES, TRAIN_TITLES,  # noqa: F401

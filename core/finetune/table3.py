@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from core.store.experiments import METRICS
+from core.store.runs import METRICS
 
 EXPERIMENTS = ("in-distribution", "ratio", "generalization")
 RATIOS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)  # the ratio test's shares of synthetic trials, in the paper's order

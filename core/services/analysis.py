@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from core import jobs
 from core.analysis import quality as Q
 from core.analysis.quality import AnalysisParams
-from core.store import analysis as astore
+from core.store import embeddings as astore
 from core.store import connect
 
 REAL_SCOPES = Q.REAL_SCOPES

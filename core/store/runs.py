@@ -1,4 +1,4 @@
-"""Store area: fine-tuning experiments (runs, per-seed results, ROC/PR curves) and the
+"""Store area: fine-tuning runs (runs, per-seed results, ROC/PR curves) and the
 queries the experiment datasets need (synthetic sets, intervention membership)."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Store area: analysis. The embeddings cache, stored analysis results and the queries
-that pick the real and synthetic trials an analysis compares."""
+"""Store area: embeddings and analysis results. The embeddings cache, stored analysis results and the
+queries that pick the real and synthetic trials an analysis compares."""
 from __future__ import annotations
 
 import json
