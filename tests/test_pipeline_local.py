@@ -43,3 +43,31 @@ def test_generate_one_item_with_the_embedded_model(mirror_db_copy, tmp_path):
     else:
         (f,) = failures
         assert f["stage"] in ("reasoning", "generation") and f["reason"]
+
+
+@pytest.mark.slow
+def test_schema_mode_end_to_end_with_the_embedded_model(mirror_db_copy, tmp_path, monkeypatch):
+    """Schema mode (the default) on the real model: the trial parses, names the intended drug (the schema
+    fixes it; the grammar enforces the schema) and carries no status field."""
+    from core.pipeline.batch import run_batch
+    from core.pipeline.schema import conformance, trial_schema
+    from core.record import OUTCOME_FIELDS, SYNTHETIC_FIELDS
+
+    monkeypatch.setenv("CTGEN_RUNS_DIR", str(tmp_path / "runs"))
+    db = mirror_db_copy
+    result = run_batch(db, 1, backend="local", seed=5, run_id="local-schema", example_budget_cap=700,
+                       max_tokens=1024, timeout_s=600, valid_only=True, show_progress=False)
+    with connect(db) as con:
+        trials = syn.list_synthetic(con, run_id="local-schema")
+        calls = llmlog.recent_calls(con, run_id="local-schema", limit=50)
+    assert trials, f"no trial in {result['done'] + result['failed']} items: {syn.list_failures(con, 'local-schema')}"
+    assert all(c["output_mode"] == "grammar" for c in calls if c["error"] is None)
+    for t in trials:
+        rec = t["record"]
+        assert t["parse_format"] == "schema" and t["meta"]["output_mode"] == {"reasoning": "grammar",
+                                                                              "generation": "grammar"}
+        assert rec["interventions"][0]["name"] == t["intended_intervention"] and t["intervention_match"]
+        assert all(rec.get(f) in (None, []) for f in OUTCOME_FIELDS)
+        reply = json.loads(t["raw_text"])
+        assert list(reply) == SYNTHETIC_FIELDS and conformance(reply, trial_schema(t["intended_intervention"])) == []
+        assert len(t["reasons"]) == 5 and len(set(t["reasons"])) == 5

@@ -12,7 +12,7 @@ import pytest
 from core.llm import LLMRequest, get_llm
 from core.pipeline.batch import run_batch
 from core.pipeline.reasoning import FormatError, usable
-from core.pipeline.schema import (OUTCOME_FIELDS, REASONS_SCHEMA, TRUNCATION_MARK, compact_example, conformance,
+from core.pipeline.schema import (OUTCOME_FIELDS, REASONS_SCHEMA, TEXT_LIMITS, TRUNCATION_MARK, compact_example, conformance,
                                   reason_problems, trial_schema)
 from core.record import SYNTHETIC_FIELDS
 from core.store import connect
@@ -92,7 +92,7 @@ def test_compact_examples_keep_the_schema_fields_cut_and_never_status():
     ex = compact_example(rec, "Sorafenib", [])
     assert set(ex) <= set(SYNTHETIC_FIELDS) and not set(ex) & set(OUTCOME_FIELDS)
     assert ex["interventions"] == [{"type": "Drug", "name": "Sorafenib tosylate"}]   # the studied drug
-    assert ex["brief_summary"].endswith(TRUNCATION_MARK) and len(ex["brief_summary"]) <= 320
+    assert ex["brief_summary"].endswith(TRUNCATION_MARK) and len(ex["brief_summary"]) <= TEXT_LIMITS["brief_summary"]
 
 
 def test_json_schema_is_asked_for_and_honoured():

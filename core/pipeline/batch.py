@@ -68,9 +68,9 @@ def new_run_id() -> str:
 def example_budget(llm: Any, prompts: dict, max_tokens: int, k: int, cap: int | None = None) -> int:
     """Tokens left for the K examples: the context window minus the generation prompt's own text,
     the reasons it will carry and the reply (exact counts with the model's tokenizer)."""
-    from core.pipeline.retrieval import Example
+    from core.models import FewShotExample
 
-    dummy = Retrieval("DB00000", "X" * 12, 1, "drugbank", 0, [Example("", 1, "", 0, 0) for _ in range(k)], None)
+    dummy = Retrieval("DB00000", "X" * 12, 1, "drugbank", 0, [FewShotExample("", 1, "", 0, 0) for _ in range(k)], None)
     from core.pipeline.generation import build_prompt as gen_prompt
 
     messages, document, _ = gen_prompt(dummy, [""] * 5, prompts)

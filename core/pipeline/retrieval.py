@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import random
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import duckdb
 
 from core.ingest.matching import normalize_name
+from core.models import FewShotExample, Retrieval
 from core.pipeline.schema import compact_example
 from core.store import retrieval as q
 from core.store.trials import get_records
@@ -60,45 +60,6 @@ ALWAYS_DROP = ["required_header", "sources", "source", "raw_format", "raw_docume
 
 class RetrievalError(ValueError):
     """No usable intervention / not enough trials for the requested intervention and label."""
-
-
-@dataclass
-class Example:
-    nct_id: str
-    label: int
-    text: str                 # what goes into the prompt
-    tokens: int               # exact, with the target model's tokenizer
-    original_tokens: int      # before fitting to the budget
-    truncated: bool = False
-    dropped: list[str] = field(default_factory=list)    # sections dropped / texts shortened
-
-
-@dataclass
-class Retrieval:
-    drugbank_id: str
-    intervention: str         # DrugBank common name
-    label: int
-    rule: str
-    seed: int | None
-    examples: list[Example]
-    budget: int | None
-    n_full: int = 0           # examples drawn from full ClinicalTrials.gov records
-    n_top: int = 0            # examples that are TOP rows only (when the drug has too few full records)
-    compact: bool = False     # examples serialized in the trial schema's shape (small contexts)
-
-    @property
-    def truncated(self) -> bool:
-        return any(e.truncated for e in self.examples)
-
-    @property
-    def tokens(self) -> int:
-        return sum(e.tokens for e in self.examples)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["truncated"] = self.truncated
-        d["tokens"] = self.tokens
-        return d
 
 
 # ---- which interventions ----
@@ -320,22 +281,22 @@ def fit_document(doc: dict[str, Any], count_tokens: Callable[[str], int], budget
 
 
 def fit_examples(docs: list[tuple[str, int, dict[str, Any]]], count_tokens: Callable[[str], int],
-                 budget: int | None) -> list[Example]:
+                 budget: int | None) -> list[FewShotExample]:
     """Fit (nct_id, label, doc) examples into `budget` tokens in all: short examples stay whole and
     leave their unused share to the longer ones."""
     full = [(nct, label, doc, dumps(doc)) for nct, label, doc in docs]
     sizes = [count_tokens(t) for *_, t in full]
-    out: list[Example | None] = [None] * len(full)
+    out: list[FewShotExample | None] = [None] * len(full)
     remaining = budget
     order = sorted(range(len(full)), key=lambda i: sizes[i])
     for rank, i in enumerate(order):
         nct, label, doc, text = full[i]
         share = None if remaining is None else remaining // (len(full) - rank)
         if share is None or sizes[i] <= share:
-            out[i] = Example(nct, label, text, sizes[i], sizes[i])
+            out[i] = FewShotExample(nct, label, text, sizes[i], sizes[i])
         else:
             t, n, changes, truncated = fit_document(doc, count_tokens, max(share, 1))
-            out[i] = Example(nct, label, t, n, sizes[i], truncated, changes)
+            out[i] = FewShotExample(nct, label, t, n, sizes[i], truncated, changes)
         if remaining is not None:
             remaining -= out[i].tokens
     return [e for e in out if e is not None]

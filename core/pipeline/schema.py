@@ -39,11 +39,12 @@ DESIGN_VALUES = {
 }
 AGE_PATTERN = r"^([1-9][0-9]? (Years|Months|Weeks)|N/A)$"
 
-# Characters per text and items per list. Small enough for a 270M model on 2 cores (a whole reply is
-# about 500 tokens), large enough for a realistic report.
-TEXT_LIMITS = {"brief_title": 120, "official_title": 200, "brief_summary": 320, "detailed_description": 320,
-               "eligibility_criteria": 420, "item_text": 60, "item_description": 140, "measure": 140,
-               "time_frame": 50}
+# Characters per text and items per list. A base model writes most texts to their limit: with twice
+# these limits the 270M model's replies were ~775 tokens (about 2 minutes on a loaded 2-core machine);
+# these keep a reply near 500 tokens and a report still realistic.
+TEXT_LIMITS = {"brief_title": 100, "official_title": 160, "brief_summary": 240, "detailed_description": 240,
+               "eligibility_criteria": 320, "item_text": 50, "item_description": 100, "measure": 100,
+               "time_frame": 40}
 LIST_LIMITS = {"conditions": (1, 2), "keywords": (0, 3), "interventions": (1, 1), "arm_groups": (1, 2),
                "primary_outcomes": (1, 2), "secondary_outcomes": (0, 2)}
 assert set(LIST_LIMITS) <= set(SYNTHETIC_FIELDS) and set(DESIGN_VALUES) == set(DESIGN_INFO_KEYS)
