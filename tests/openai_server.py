@@ -7,7 +7,8 @@ Serves POST /v1/chat/completions, POST /v1/completions and GET /v1/models on 127
   faults: "429", "500", "502", "503", "400", "401" (echoes the key it was sent, to test scrubbing),
   "hang" (answers only after `hang_s`, past any sensible client timeout), "drop" (closes the
   connection without answering), "malformed" (200 with a body that is not JSON),
-  "bad_content" (a valid completion whose text has neither reasons nor a trial), "empty" ("").
+  "bad_content" (a valid completion whose text has neither reasons nor a trial), "empty" (""),
+  "placeholder" (the 5 reasons are template placeholders like "[X] [X] [X]", as JSON or numbered text).
 - answers the pipeline can use: a prompt asking for 5 reasons gets "1. ... 2. ... 3. ... 4. ... 5. ...";
   a prompt asking for a trial report gets a JSON trial (brief_title, conditions,
   interventions[{type,name}], eligibility_criteria, phase, ...) using the intervention named in
@@ -41,7 +42,10 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Sequence
 
-FAULTS = {"ok", "429", "500", "502", "503", "400", "401", "hang", "drop", "malformed", "bad_content", "empty"}
+FAULTS = {"ok", "429", "500", "502", "503", "400", "401", "hang", "drop", "malformed", "bad_content", "empty",
+          "placeholder"}
+PLACEHOLDER_REASONS = ["[Original reason for the failure]", "[X] [X] [X]", "[Reason 3]", "(...)",
+                       "[Original reason for the failure]"]
 STRUCTURED = {"honour", "reject", "reject_all", "junk"}
 
 # ------------------------------------------------------------------------------------------------
@@ -399,7 +403,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fmt == "json_object" and state.structured == "reject_all":
             return self._error(400, "response_format is not supported by this server", "invalid_request_error",
                                "unsupported_response_format")
-        if fault == "bad_content":
+        if fault == "placeholder":
+            text = (json.dumps({"reasons": PLACEHOLDER_REASONS}) if fmt in ("json_schema", "json_object")
+                    else " ".join(f"{i}. {r}" for i, r in enumerate(PLACEHOLDER_REASONS, 1)))
+        elif fault == "bad_content":
             text = "I am sorry, I cannot help with that request."
         elif fault == "empty":
             text = ""

@@ -84,6 +84,20 @@ def test_placeholder_and_duplicate_reasons_are_rejected():
         usable([fine[0]] * 5)
 
 
+@pytest.mark.parametrize("output", ["schema", "free"])
+def test_placeholder_reasons_are_retried_in_the_batch(mirror_db_copy, output):
+    db = mirror_db_copy
+    with serve(faults=["placeholder", "placeholder"]) as srv:
+        result = _batch(db, srv, f"ph-{output}", n=1, output=output)
+    assert result["done"] == 1
+    with connect(db) as con:
+        (t,) = syn.list_synthetic(con, run_id=f"ph-{output}")
+        calls = llmlog.recent_calls(con, run_id=f"ph-{output}", limit=20, purpose="reasoning")
+    assert t["meta"]["reasoning_attempts"] == 3 and len(calls) == 3       # two rejected, the third used
+    assert not any("[" in r or "(...)" in r for r in t["reasons"]) and len(set(t["reasons"])) == 5
+    assert t["meta"]["output"] == output
+
+
 def test_compact_examples_keep_the_schema_fields_cut_and_never_status():
     rec = {"nct_id": "NCT1", "brief_title": "Sorafenib in HCC", "overall_status": "Terminated",
            "why_stopped": "futility", "completion_date": "2010", "brief_summary": "word " * 300,
