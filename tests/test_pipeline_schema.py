@@ -209,3 +209,18 @@ def test_reasons_request_carries_the_reasons_schema():
         resp = asyncio.run(llm.acomplete(LLMRequest(messages=msgs, schema=REASONS_SCHEMA, schema_name="r")))
     reasons = json.loads(resp.text)["reasons"]
     assert len(reasons) == 5 and reason_problems(reasons) == []
+
+
+def test_a_duplicate_within_a_run_is_invalid():
+    from core.pipeline.generation import to_record
+    from core.pipeline.validation import fingerprint, validate
+    from tests.openai_server import make_trial, make_trial_extra
+    import random
+
+    rng = random.Random(3)
+    first, second = (to_record({**(t := make_trial(rng, "Sorafenib", 0)), **make_trial_extra(rng, t)}) for _ in range(2))
+    seen = [fingerprint(first, "run:0")]
+    status, checks = validate(dict(first), intended_intervention="Sorafenib", run_trials=seen, output="schema")
+    assert status == "invalid" and checks["duplicate"]["detail"]["of"] == "run:0"
+    status, checks = validate(second, intended_intervention="Sorafenib", run_trials=seen, output="schema")
+    assert checks["duplicate"]["ok"]

@@ -31,6 +31,7 @@ from core.prompts import PromptError, load_prompts, prompt_hash
 from core.pipeline.reasoning import OUTPUTS
 from core.pipeline.retrieval import MIN_EACH, PAPER_EXAMPLE_BUDGET, RULES, Retrieval, RetrievalError, RetrievalPool
 from core.pipeline.run import REASONING_MAX_TOKENS, Settings, compact_for
+from core.pipeline.validation import fingerprint
 from core.store import connect
 from core.store import synthetic as store
 
@@ -187,7 +188,7 @@ class Batch:
         self.pool: RetrievalPool | None = None
         self.budget = 0
         self.settings: Any = None                 # core.pipeline.run.Settings
-        self.seen: list[dict] = []                # records this run made (duplicates within a run)
+        self.seen: list[tuple] = []               # fingerprints of the trials this run made (duplicates)
         self.statuses: dict[int, str] = {}        # item -> validation status of its stored trial
         self.valid_only = False
         self.limit = n                            # item indices run: N, or up to 3N with --valid-only
@@ -284,7 +285,7 @@ class Batch:
                 await self.write(save_failure)
                 self.failed += 1
                 return "failed"
-            self.seen.append(item.generation.record)
+            self.seen.append(fingerprint(item.generation.record, sid))
             row = trial_row(item, sid=sid, run_id=self.run_id, index=index, prompt_hash=self.phash, llm=self.llm,
                             settings=self.settings)
             cost = row["meta"]["cost_usd"]
@@ -453,7 +454,7 @@ def run_batch(db: str | Path | None, n: int, *, intervention: str | None = None,
         for t in store.list_synthetic(con, run_id=run_id):
             batch.statuses[t["item_index"]] = t["validation_status"]
             if t["record"]:
-                batch.seen.append(t["record"])
+                batch.seen.append(fingerprint(t["record"], t["id"]))
         # the items' draws are known from their seeds: read just those trials, once
         wanted = []
         for i in (todo + [i for i in range(n, batch.limit) if i not in done]):

@@ -107,14 +107,15 @@ async def generate_step(llm: Any, retrieval: Retrieval, reasons: list[str], sett
 
 
 def validate_step(generation: Generation, retrieval: Retrieval, examples: list[dict], synonyms: list[str],
-                  seen: list[dict] | None = None) -> tuple[str, dict[str, Any]]:
-    """Validation of the generated trial against its examples and the trials of the run so far (`seen`)."""
+                  seen: list[tuple] | None = None) -> tuple[str, dict[str, Any]]:
+    """Validation of the generated trial against its examples and the trials of the run so far (`seen`:
+    their core.pipeline.validation.fingerprint)."""
     return validate(generation.record, intended_intervention=retrieval.intervention, synonyms=synonyms,
                     examples=examples, run_trials=seen, output=generation.output)
 
 
 async def run_item(llm: Any, pool: Any, settings: Settings, *, seed: int, label: int | None, prompts: dict,
-                   run_id: str | None, seen: list[dict] | None = None,
+                   run_id: str | None, seen: list[tuple] | None = None,
                    on_step: Callable[[str], None] | None = None) -> Item:
     """One item through every step but the store; StepError names the step that failed."""
     stage = "retrieval"

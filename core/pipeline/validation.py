@@ -84,6 +84,12 @@ def leaked_words(record: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
+def fingerprint(record: dict[str, Any], trial_id: str | None = None) -> tuple[str | None, frozenset]:
+    """(id, the trial's word 8-grams): what the duplicate check compares, computed once per trial."""
+    text = classifier_text(normalize_record(record), synthetic=False, mode="paper")
+    return trial_id or record.get("nct_id"), frozenset(_ngrams(_words(text), NGRAM))
+
+
 def plausibility(rec: dict[str, Any]) -> list[str]:
     """Values no registry record would have: enrollment not a positive integer, a phase outside the
     registry's vocabulary, criteria without inclusion/exclusion text, ages the wrong way round."""
@@ -119,12 +125,12 @@ def _age_years(text: Any) -> float | None:
 
 def validate(record: dict[str, Any] | None, *, intended_intervention: str | None = None,
              synonyms: list[str] | None = None, examples: list[dict[str, Any]] | None = None,
-             parse_error: str | None = None, run_trials: list[dict[str, Any]] | None = None,
+             parse_error: str | None = None, run_trials: list[tuple[str | None, frozenset]] | None = None,
              output: str | None = None) -> tuple[str, dict[str, dict]]:
     """(status, {check: {ok, severity, detail}}) for one synthetic trial.
 
     `examples`: the canonical records of its own few-shot examples (None for imported sets).
-    `run_trials`: the records the same run already made (duplicates within a run are invalid).
+    `run_trials`: fingerprints of the trials the same run already made (duplicates within a run are invalid).
     `output`: 'schema' when the reply was asked for with the trial schema (checked against it)."""
     checks: dict[str, dict] = {}
     checks["parses"] = _check(record is not None and parse_error is None, "invalid", parse_error or "parsed")
@@ -192,9 +198,9 @@ def validate(record: dict[str, Any] | None, *, intended_intervention: str | None
                                   else "conforms")
 
     if run_trials:
-        text = classifier_text(rec, synthetic=False, mode="paper")
-        worst = max(((overlap(text, classifier_text(t, mode="paper"))["ngram_overlap"], t.get("nct_id"))
-                     for t in run_trials), key=lambda w: w[0])
+        _, grams = fingerprint(rec)
+        worst = max(((round(len(grams & other) / len(grams), 3) if grams else 0.0, other_id)
+                     for other_id, other in run_trials), key=lambda w: w[0])
         checks["duplicate"] = _check(worst[0] < DUPLICATE_OVERLAP, "invalid",
                                      {"of": worst[1], "ngram_overlap": worst[0], "threshold": DUPLICATE_OVERLAP})
 
