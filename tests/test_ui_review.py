@@ -64,7 +64,7 @@ def test_decision_lands_on_the_picked_trial_after_a_row_was_selected(review_db, 
     expect(page.get_by_role("combobox", name="Trial")).to_have_value(target, timeout=T)
     form = page.get_by_test_id("stForm")
     expect(form.get_by_text(re.compile(f"Review of {re.escape(target)}"))).to_be_visible(timeout=T)
-    form.get_by_text("rejected", exact=True).click()
+    form.get_by_role("radiogroup", name="Decision").get_by_text("rejected", exact=True).click()
     form.get_by_role("textbox", name="Note").fill("reads like a template")
     form.get_by_role("button", name=re.compile("Save review")).click()
     page.get_by_text(f"Saved: {target} is rejected.").wait_for(timeout=T)
@@ -85,7 +85,7 @@ def test_an_earlier_decision_is_shown_before_it_is_replaced_and_kept_in_history(
     form = page.get_by_test_id("stForm")
     # the earlier decision is on the form before anything is changed
     expect(form.get_by_text(re.compile(r"Earlier decision: accepted — “keep this one”"))).to_be_visible(timeout=T)
-    form.get_by_text("flagged", exact=True).click()
+    form.get_by_role("radiogroup", name="Decision").get_by_text("flagged", exact=True).click()
     form.get_by_role("textbox", name="Note").fill("check the dose")
     form.get_by_role("button", name=re.compile("Save review")).click()
     # replacing a decision needs a confirmation that shows the earlier one
