@@ -224,3 +224,18 @@ def test_a_duplicate_within_a_run_is_invalid():
     assert status == "invalid" and checks["duplicate"]["detail"]["of"] == "run:0"
     status, checks = validate(second, intended_intervention="Sorafenib", run_trials=seen, output="schema")
     assert checks["duplicate"]["ok"]
+
+
+@pytest.mark.parametrize("share", [0.5, 0.75, 0.9])
+def test_a_cut_off_published_reply_is_still_read(share):
+    """json-repair reads replies cut off by max_tokens (the hand-written repair lost some of these)."""
+    from pathlib import Path
+
+    from core.pipeline.generation import parse_trial, to_record
+
+    text = (Path(__file__).parent / "fixtures" / "pipeline" / "published" / "reports" /
+            "synthetic_clinical_report_0.txt").read_text()
+    obj, how = parse_trial(text[: int(len(text) * share)])
+    rec = to_record(obj)
+    assert how == "json-repaired" and rec["brief_title"].startswith("Metformin Extended-Release")
+    assert rec["phase"] == "Phase 3"

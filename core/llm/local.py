@@ -164,9 +164,28 @@ def _stopping(fns: list) -> Any:
 @lru_cache(maxsize=64)
 def _grammar(schema_json: str) -> Any:
     """The llama.cpp grammar of a JSON Schema (built by llama-cpp-python; cached per schema)."""
+    import re
+
     import llama_cpp
 
-    return llama_cpp.LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    gbnf = llama_cpp.llama_grammar.json_schema_to_gbnf(schema_json)
+    # llama-cpp-python's converter ignores integer bounds (the 270M model wrote enrollments of 7,534,633 and
+    # 0): where every integer of the schema is bounded to positive values, its integer rule is narrowed to
+    # positive integers with at most as many digits as the largest maximum.
+    bounds = _integer_bounds(json.loads(schema_json))
+    if bounds and all(lo is not None and lo >= 1 and hi is not None for lo, hi in bounds):
+        digits = max(len(str(int(hi))) for _, hi in bounds)
+        gbnf = re.sub(r"(?m)^integer ::= .*$", "integer ::= [1-9] [0-9]{0," + str(digits - 1) + "} space", gbnf)
+    return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _integer_bounds(node: Any) -> list[tuple[Any, Any]]:
+    if isinstance(node, dict):
+        found = [(node.get("minimum"), node.get("maximum"))] if node.get("type") == "integer" else []
+        return found + [b for v in node.values() for b in _integer_bounds(v)]
+    if isinstance(node, list):
+        return [b for v in node for b in _integer_bounds(v)]
+    return []
 
 
 @lru_cache(maxsize=64)
