@@ -172,11 +172,17 @@ def _grammar(schema_json: str) -> Any:
     # llama-cpp-python's converter ignores integer bounds (the 270M model wrote enrollments of 7,534,633 and
     # 0): where every integer of the schema is bounded to positive values, its integer rule is narrowed to
     # positive integers with at most as many digits as the largest maximum.
+    # Its string characters include raw control characters (a newline inside a string is not JSON; the model
+    # wrote them): llama.cpp's own JSON grammar excludes them, so does this one.
+    gbnf = re.sub(r"(?m)^char ::= .*$", lambda _: _JSON_CHAR, gbnf)
     bounds = _integer_bounds(json.loads(schema_json))
     if bounds and all(lo is not None and lo >= 1 and hi is not None for lo, hi in bounds):
         digits = max(len(str(int(hi))) for _, hi in bounds)
         gbnf = re.sub(r"(?m)^integer ::= .*$", "integer ::= [1-9] [0-9]{0," + str(digits - 1) + "} space", gbnf)
     return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
 def _integer_bounds(node: Any) -> list[tuple[Any, Any]]:
