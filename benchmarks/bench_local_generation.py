@@ -39,6 +39,7 @@ def one(db: Path, n: int, seed: int, output: str, timeout: float) -> dict:
     with connect(db, read_only=True) as con:
         trials = syn.list_synthetic(con, run_id=run_id)
         calls = llmlog.recent_calls(con, run_id=run_id, limit=10_000)
+        failures = syn.list_failures(con, run_id)
     usable = [t for t in trials if t["validation_status"] != "invalid"]
     statuses = {s: sum(t["validation_status"] == s for t in trials) for s in ("ok", "warning", "invalid")}
     leaks = sum(not t["validation"].get("status_fields", {}).get("ok", True) for t in trials)
@@ -47,7 +48,9 @@ def one(db: Path, n: int, seed: int, output: str, timeout: float) -> dict:
             "usable": len(usable), "named_intended_drug": named, "status_field_leaks": leaks, "wall_s": round(wall, 1),
             "s_per_usable": round(wall / len(usable), 1) if usable else None,
             "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),
-            "timed_out_calls": sum(c["finish_reason"] == "time_limit" for c in calls)}
+            "timed_out_calls": sum(c["finish_reason"] == "time_limit" for c in calls),
+            "failures": {s: sum(f["stage"] == s for f in failures) for s in sorted({f["stage"] for f in failures})},
+            "failure_reasons": [f["reason"][:160] for f in failures[:3]]}
 
 
 def kv_cache(llm, document: str, suffix: str) -> dict:
