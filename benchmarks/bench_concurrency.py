@@ -1,4 +1,4 @@
-"""Batch generation speed: the same batch against tests/openai_server.py (a real OpenAI-compatible HTTP
+"""Batch generation speed: the same batch against tests/servers/openai_server.py (a real OpenAI-compatible HTTP
 server on localhost, in its own process, with a fixed per-request delay), run sequentially as the
 paper's loop does (one request at a time) and with --concurrency 16, in the same process, on copies
 of the same store.
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def start_server(delay: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "openai_server.py"), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers" / "openai_server.py"), "--port", str(port),
                              "--delay", str(delay)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 20

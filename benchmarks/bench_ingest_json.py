@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+
 
 RUN = """
 import json, resource, sys, time, zipfile
@@ -50,7 +50,7 @@ def run(mode: str, archive: Path, db: Path) -> dict:
 
 
 def main() -> int:
-    from ctgov_archive import build_archive
+    from tests.servers.ctgov_archive import build_archive
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--studies", type=int, default=100_000)

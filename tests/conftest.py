@@ -44,6 +44,25 @@ def mirror_db_copy(mirror_db, tmp_path) -> Path:
     return dst
 
 
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    """A private folder for background jobs' files (CTGEN_RUNS_DIR)."""
+    d = tmp_path / "runs"
+    monkeypatch.setenv("CTGEN_RUNS_DIR", str(d))
+    return d
+
+
+def wait_until(pred, timeout: float, what: str, every: float = 0.3):
+    """Poll `pred` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

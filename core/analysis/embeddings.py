@@ -209,7 +209,7 @@ def _load_minilm_onnx(quantized: bool) -> Encoder:
     if quantized:
         return Encoder(name="all-MiniLM-L6-v2 int8 (ONNX, lossy)", key=f"all-MiniLM-L6-v2-int8@{max_len}", dim=384,
                        _encode=encode, tokenize=tokenize, _encode_ids=encode_ids)
-    # Same vectors as the torch path (checked by tests/test_analysis_embeddings.py): same cache key.
+    # Same vectors as the torch path (checked by tests/analysis/test_analysis_embeddings_onnx.py): same cache key.
     return Encoder(name="all-MiniLM-L6-v2 (ONNX Runtime)", key=f"all-MiniLM-L6-v2@{max_len}", dim=384,
                    _encode=encode, tokenize=tokenize, _encode_ids=encode_ids)
 
