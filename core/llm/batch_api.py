@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.llm.base import LLMError, LLMRequest, LLMResponse
-from core.llm.openai import OUTPUT_MODES, OpenAILLM, resolve_api_key
+from core.llm.openai import OUTPUT_MODES, OpenAILLM
 from core.llm.pricing import estimate_cost
 
 ENDPOINT = "/v1/chat/completions"
@@ -340,15 +340,10 @@ def create(*, model: str | None, base_url: str | None, api_key: str | None, n_ct
            state_dir: str | os.PathLike, run_id: str, poll_s: float = 30.0, idle_s: float = 1.0,
            on_batch: Callable[[dict[str, Any]], None] | None = None, **common: Any) -> BatchAPILLM:
     """The Batch API backend (same key rules as the openai backend)."""
-    from core.llm.openai import DEFAULT_OPENAI_MODEL, _NO_KEY
+    from core.llm.openai import DEFAULT_OPENAI_MODEL, key_for
 
-    key = resolve_api_key(api_key)
-    if not key:
-        if base_url is None:
-            raise LLMError("no OpenAI API key: pass --api-key, set OPENAI_API_KEY, or put OPENAI_API_KEY "
-                           "in .streamlit/secrets.toml", kind="auth", retryable=False)
-        key = _NO_KEY
-    return BatchAPILLM(model=model or DEFAULT_OPENAI_MODEL, base_url=base_url, api_key=key, n_ctx=n_ctx,
+    return BatchAPILLM(model=model or DEFAULT_OPENAI_MODEL, base_url=base_url, api_key=key_for(api_key, base_url),
+                       n_ctx=n_ctx,
                        state_dir=state_dir, run_id=run_id, poll_s=poll_s, idle_s=idle_s, on_batch=on_batch,
                        **common)
 

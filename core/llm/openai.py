@@ -271,11 +271,18 @@ class OpenAILLM(LLM):
 
 def create(*, model: str | None, base_url: str | None, api_key: str | None, n_ctx: int | None,
            **common: Any) -> "OpenAILLM":
-    """The OpenAI-compatible backend; servers on a custom base_url may need no key."""
+    """The OpenAI-compatible backend."""
+    return OpenAILLM(model=model or DEFAULT_OPENAI_MODEL, base_url=base_url, api_key=key_for(api_key, base_url),
+                     n_ctx=n_ctx, **common)
+
+
+def key_for(api_key: str | None, base_url: str | None) -> str:
+    """The key rule of every OpenAI-compatible backend: the key given or configured; a server on a custom
+    base_url (llama.cpp, vLLM, Ollama) may need none; OpenAI itself does."""
     key = resolve_api_key(api_key)
-    if not key:
-        if base_url is None:
-            raise LLMError("no OpenAI API key: pass --api-key, set OPENAI_API_KEY, or put OPENAI_API_KEY "
-                           "in .streamlit/secrets.toml", kind="auth", retryable=False)
-        key = _NO_KEY
-    return OpenAILLM(model=model or DEFAULT_OPENAI_MODEL, base_url=base_url, api_key=key, n_ctx=n_ctx, **common)
+    if key:
+        return key
+    if base_url is None:
+        raise LLMError("no OpenAI API key: pass --api-key, set OPENAI_API_KEY, or put OPENAI_API_KEY "
+                       "in .streamlit/secrets.toml", kind="auth", retryable=False)
+    return _NO_KEY
