@@ -19,11 +19,14 @@ from core.ingest import IngestError, ingest, json_ctgov
 from core.store import connect
 
 ROOT = Path(__file__).resolve().parents[2]
+# Peak memory of this process's own address space (VmHWM). Not ru_maxrss: Linux carries the parent's high-water
+# mark across fork+exec into it, so a child of a large pytest process would report pytest's size.
 PEAK = """
-import resource, sys
+import re, sys
 from core.ingest import ingest
 s = ingest(sys.argv[2], ctgov_json=[sys.argv[1]])
-print(s["ctgov_json"]["records"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(s["ctgov_json"]["records"], hwm_kb // 1024)
 """
 
 
