@@ -13,21 +13,12 @@ import pytest
 
 from core.finetune import executors as E
 from core.finetune import protocol as X
-from fixtures.finetune.synthetic import insert_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (40, 41)
 # What legitimately differs between two runs of the same cell: ids, clocks and speeds.
 VOLATILE = {"run_id", "grid_id", "started_at", "finished_at", "duration_s", "samples_per_s", "train_seconds",
             "created_at"}
-
-
-@pytest.fixture(scope="module")
-def syn_db(mirror_db, tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("ft-exec") / "store.duckdb"
-    shutil.copy(mirror_db, db)
-    insert_synthetic(db, per_label=3, n_drugs=20)
-    return db
 
 
 @pytest.fixture(scope="module")

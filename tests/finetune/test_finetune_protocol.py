@@ -4,7 +4,6 @@ Synthetic trials come from tests/fixtures/finetune/synthetic.py (hand-built TEST
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,9 @@ import pytest
 
 from core.finetune import protocol as X
 from core.store import connect
-from fixtures.finetune.synthetic import SOURCE, insert_synthetic
+from fixtures.finetune.synthetic import SOURCE
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def syn_db(mirror_db, tmp_path_factory) -> Path:
-    """The mirror store plus 120 fixture synthetic trials (20 eligible drugs x 3 per label)."""
-    db = tmp_path_factory.mktemp("ft-protocol") / "store.duckdb"
-    shutil.copy(mirror_db, db)
-    insert_synthetic(db, per_label=3, n_drugs=20)
-    return db
 
 
 @pytest.fixture(scope="module")
