@@ -44,6 +44,17 @@ def mirror_db_copy(mirror_db, tmp_path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="module")
+def syn_db(mirror_db, tmp_path_factory) -> Path:
+    """The mirror store plus 120 fixture synthetic trials (20 eligible drugs x 3 per label), one per module."""
+    from fixtures.finetune.synthetic import insert_synthetic
+
+    db = tmp_path_factory.mktemp("ft-syn") / "store.duckdb"
+    shutil.copy(mirror_db, db)
+    insert_synthetic(db, per_label=3, n_drugs=20)
+    return db
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     """A private folder for background jobs' files (CTGEN_RUNS_DIR)."""

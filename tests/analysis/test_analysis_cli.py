@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_analysis_store import FIXTURE_SOURCE, build_store
+from fixtures.analysis.store import FIXTURE_SOURCE, build_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ def test_unknown_synthetic_source_exits_2_naming_the_sets(tmp_path):
 
 def test_each_set_is_analysed_separately(tmp_path):
     from core.store import connect
-    from test_analysis_store import insert_synthetic, oncology_record
+    from fixtures.analysis.store import insert_synthetic, oncology_record
 
     db = build_store(tmp_path / "two.duckdb", n_real=20, synthetic="dermatology", n_synth=10)
     with connect(db) as con:  # a second set: copies of real trials, under another source name

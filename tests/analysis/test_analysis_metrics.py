@@ -6,7 +6,7 @@ import pytest
 
 from core.analysis import quality as analysis
 from core.serialize import classifier_text
-from test_analysis_store import dermatology_record, oncology_record
+from fixtures.analysis.store import dermatology_record, oncology_record
 
 
 @pytest.fixture(scope="module")

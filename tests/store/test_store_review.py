@@ -6,7 +6,7 @@ import pytest
 
 from core.store import connect
 from core.store import synthetic as syn
-from test_analysis_store import FIXTURE_SOURCE, build_store
+from fixtures.analysis.store import FIXTURE_SOURCE, build_store
 
 
 def test_history_conflict_and_usable_counts(tmp_path):

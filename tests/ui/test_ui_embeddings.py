@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for_app
-from test_analysis_store import FIXTURE_SOURCE, build_store
+from fixtures.analysis.store import FIXTURE_SOURCE, build_store
 
 pytestmark = pytest.mark.browser
 

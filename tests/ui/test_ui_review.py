@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from conftest import wait_for_app
 from core.store import connect
 from core.store.synthetic import list_synthetic, set_review
-from test_analysis_store import FIXTURE_SOURCE, build_store
+from fixtures.analysis.store import FIXTURE_SOURCE, build_store
 
 pytestmark = pytest.mark.browser
 T = 60_000

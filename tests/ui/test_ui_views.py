@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from conftest import wait_for_app
 from core.store import connect
-from test_analysis_store import build_store, dermatology_record
+from fixtures.analysis.store import build_store, dermatology_record
 
 pytestmark = pytest.mark.browser
 T = 60_000
