@@ -37,6 +37,7 @@ from core.store import synthetic as store
 
 DEFAULT_MAX_TOKENS = 2048
 BUDGET_MARGIN = 64              # chat framing tokens and rounding
+GROUP_WAIT_S = 0.05             # how long the store writer gathers finished items into one connection
 
 
 class UsageError(ValueError):
@@ -222,6 +223,8 @@ class Batch:
                 return
             group = [first]
             stop = False
+            # Items finish in bursts: a moment's wait lets one connection (~20 ms to open) take the burst.
+            await asyncio.sleep(GROUP_WAIT_S)
             while not self.queue.empty():
                 nxt = self.queue.get_nowait()
                 if nxt is None:

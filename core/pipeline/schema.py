@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 from core.record import DESIGN_INFO_KEYS, LIST_ITEM_KEYS, OUTCOME_FIELDS, SYNTHETIC_FIELDS, normalize_record
 
@@ -124,11 +127,15 @@ def schema_name(kind: str) -> str:
     return {"trial": "synthetic_clinical_trial", "reasons": "trial_outcome_reasons"}[kind]
 
 
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
 def conformance(obj: Any, schema: dict[str, Any]) -> list[str]:
     """Where `obj` breaks `schema`: one line per error, 'path: message' (empty when it conforms)."""
-    from jsonschema import Draft202012Validator
-
-    errors = sorted(Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:160]}" for e in errors]
 
 

@@ -41,17 +41,50 @@ def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
 
 
 def longest_common_run(a: list[str], b: list[str]) -> int:
-    """Length in words of the longest run of words `a` and `b` share (binary search over n-gram sets)."""
+    """Length in words of the longest run of words `a` and `b` share: a suffix automaton of the shorter
+    list, walked with the longer one (linear; a binary search over n-gram sets cost ~7 ms per example)."""
     if not a or not b:
         return 0
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _ngrams(a, mid) & _ngrams(b, mid):
-            lo = mid
+    if len(a) > len(b):
+        a, b = b, a
+    nxt: list[dict[str, int]] = [{}]
+    link, length, last = [-1], [0], 0
+    for w in a:
+        cur = len(nxt)
+        nxt.append({})
+        length.append(length[last] + 1)
+        link.append(0)
+        p = last
+        while p != -1 and w not in nxt[p]:
+            nxt[p][w] = cur
+            p = link[p]
+        if p != -1:
+            q = nxt[p][w]
+            if length[p] + 1 == length[q]:
+                link[cur] = q
+            else:
+                clone = len(nxt)
+                nxt.append(dict(nxt[q]))
+                length.append(length[p] + 1)
+                link.append(link[q])
+                while p != -1 and nxt[p].get(w) == q:
+                    nxt[p][w] = clone
+                    p = link[p]
+                link[q] = link[cur] = clone
+        last = cur
+    state = run = best = 0
+    for w in b:
+        while state and w not in nxt[state]:
+            state = link[state]
+            run = length[state]
+        if w in nxt[state]:
+            state = nxt[state][w]
+            run += 1
+            if run > best:
+                best = run
         else:
-            hi = mid - 1
-    return lo
+            state = run = 0
+    return best
 
 
 def overlap(text: str, example_text: str, n: int = NGRAM) -> dict[str, float | int]:

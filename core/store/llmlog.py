@@ -47,9 +47,12 @@ def log_call(con: duckdb.DuckDBPyConnection, entry: dict[str, Any]) -> None:
 def log_calls(con: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]]) -> None:
     if not entries:
         return
-    placeholders = ", ".join("?" for _ in _COLUMNS)
-    con.executemany(f"INSERT INTO llm_calls ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                    [_row(e) for e in entries])
+    # One INSERT of many rows: DuckDB's executemany runs a statement per row (~1.7 ms each).
+    one = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+    for start in range(0, len(entries), 200):
+        chunk = entries[start:start + 200]
+        con.execute(f"INSERT INTO llm_calls ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * len(chunk))}",
+                    [v for e in chunk for v in _row(e)])
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

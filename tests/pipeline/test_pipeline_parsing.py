@@ -190,3 +190,28 @@ def test_overlap_measures():
     assert longest_common_run(a, "a quick brown fox jumps over a dog".split()) == 5
     o = overlap("one two three four five six seven eight nine", "one two three four five six seven eight nine")
     assert o == {"ngram_overlap": 1.0, "longest_run": 9}
+
+
+def test_longest_common_run_matches_brute_force():
+    """The suffix automaton against the definition (every pair of start positions), on word lists with
+    few distinct words, so that runs repeat and overlap."""
+    import random
+
+    def brute(a: list[str], b: list[str]) -> int:
+        best = 0
+        for i in range(len(a)):
+            for j in range(len(b)):
+                n = 0
+                while i + n < len(a) and j + n < len(b) and a[i + n] == b[j + n]:
+                    n += 1
+                best = max(best, n)
+        return best
+
+    rng = random.Random(5)
+    for case in range(300):
+        vocab = [f"w{i}" for i in range(rng.choice([1, 2, 3, 6, 30]))]
+        a = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
+        b = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
+        if case % 3 == 0 and a:
+            b = b[:7] + a[3:25] + b[7:]     # a long shared run
+        assert longest_common_run(a, b) == brute(a, b) == longest_common_run(b, a), (a, b)
