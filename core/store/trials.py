@@ -55,6 +55,16 @@ def labeled_trials(con: duckdb.DuckDBPyConnection, preference: list[str] | None 
     return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
+# ---- what real trials look like (the yardsticks of core.pipeline's plausibility checks) ----
+
+
+def outcome_time_frames(con: duckdb.DuckDBPyConnection, kind: str = "primary") -> list[str]:
+    """The non-empty time frames of every real trial's primary (or secondary) outcomes, as stored."""
+    column = {"primary": "primary_outcomes", "secondary": "secondary_outcomes"}[kind]
+    rows = con.execute(f"SELECT unnest(list_transform({column}, lambda o: o.time_frame)) FROM trials").fetchall()
+    return [r[0] for r in rows if r[0] and r[0].strip()]
+
+
 # ---- ingest: all SQL used by core.ingest (bulk, set-based) ----
 
 
