@@ -124,6 +124,10 @@ def _check_badge(name: str, check: dict[str, Any]) -> tuple[str, str]:
         return ("intended intervention", colour) if ok else (f"other intervention: {gen or 'none'}", colour)
     if name == "label_leak":
         n = detail.get("count") if isinstance(detail, dict) else None
+        titled = (detail.get("title") if isinstance(detail, dict) else None) or []
+        if not ok and titled:
+            where = "official title" if titled[0].get("field") == "official_title" else "title"
+            return (f"outcome stated in the {where} (“{titled[0].get('word')}”)", colour)
         return ("no outcome words", colour) if ok else (
             f"outcome words in the text ({n})" if n else "outcome words in the text", colour)
     if name == "near_copy":

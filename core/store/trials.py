@@ -65,6 +65,18 @@ def outcome_time_frames(con: duckdb.DuckDBPyConnection, kind: str = "primary") -
     return [r[0] for r in rows if r[0] and r[0].strip()]
 
 
+def enrollment_quantiles(con: duckdb.DuckDBPyConnection, q: float
+                         ) -> tuple[dict[str | None, tuple[int, float]], tuple[int, float]]:
+    """The `q` quantile of real trials' enrollment (linear interpolation): ({phase: (trials with an
+    enrollment, quantile)}, with None for trials without a phase; (the same over all trials))."""
+    rows = con.execute("""
+        SELECT grouping(phase) AS overall, phase, count(enrollment), quantile_cont(enrollment, ?)
+        FROM trials WHERE enrollment IS NOT NULL GROUP BY GROUPING SETS ((phase), ())""", [q]).fetchall()
+    by_phase = {phase: (n, float(value)) for overall, phase, n, value in rows if not overall}
+    (everything,) = [(n, float(value)) for overall, _, n, value in rows if overall]
+    return by_phase, everything
+
+
 # ---- ingest: all SQL used by core.ingest (bulk, set-based) ----
 
 

@@ -95,3 +95,111 @@ def test_most_real_time_frames_are_accepted(mirror_db):
     # grow, not shrink; the rest are mostly "Ongoing", dates and events without a duration
     assert sum(is_time_frame(t, bounded=True) for t in fitting) / len(fitting) >= 0.75
     assert sum(is_time_frame(t) for t in frames) / len(frames) >= 0.8
+
+
+# ---- validation ----
+
+def _trial(**changes):
+    """A plausible schema-mode trial of Belinostat (the stand-in server's content), with `changes`."""
+    import random
+
+    from core.pipeline.generation import to_record
+    from tests.servers.openai_server import make_trial, make_trial_extra
+
+    rng = random.Random(5)
+    trial = make_trial(rng, "Belinostat", 0)
+    rec = to_record({**trial, **make_trial_extra(rng, trial)})
+    rec.update(interventions=rec["interventions"][:1], phase="Phase 2", enrollment=120,   # the schema's one drug
+               brief_title="Belinostat in Peripheral T-Cell Lymphoma",
+               official_title="An Open-Label Phase 2 Study of Belinostat in Relapsed Peripheral T-Cell Lymphoma")
+    rec.update(changes)
+    return rec
+
+
+def test_a_plausible_trial_has_no_problems():
+    from core.pipeline.validation import plausibility, validate
+
+    assert plausibility(_trial()) == []
+    status, checks = validate(_trial(), intended_intervention="Belinostat", output="schema")
+    assert status == "ok", checks
+
+
+@pytest.mark.parametrize("output", ["schema", "free"])
+@pytest.mark.parametrize("key", ["primary_outcomes", "secondary_outcomes"])
+@pytest.mark.parametrize("frame", ["2012-03-01", "Primary - Phase III Trial", "Ongoing"])
+def test_plausibility_flags_a_time_frame_that_is_no_time_frame(output, key, frame):
+    from core.pipeline.validation import plausibility, validate
+
+    rec = _trial(**{key: [{"measure": "Overall response rate", "time_frame": frame, "description": None}]})
+    problems = plausibility(rec)
+    assert len(problems) == 1 and problems[0].startswith(f"{key}[0] time frame {frame!r}")
+    status, checks = validate(rec, intended_intervention="Belinostat", output=output)
+    assert status == "warning" and checks["plausibility"]["detail"]["problems"] == problems
+
+
+def test_plausibility_flags_enrollment_above_the_phase_ceiling():
+    from core.pipeline.validation import ENROLLMENT_CEILING_ANY_PHASE, ENROLLMENT_CEILINGS, plausibility
+
+    ceiling = ENROLLMENT_CEILINGS["Phase 1/Phase 2"]
+    assert 26_987 > ceiling
+    (problem,) = plausibility(_trial(phase="Phase 1/Phase 2", enrollment=26_987))
+    assert "26,987" in problem and f"{ceiling:,}" in problem
+    assert plausibility(_trial(phase="Phase 1/Phase 2", enrollment=ceiling)) == []
+    assert plausibility(_trial(phase="PHASE1, PHASE2", enrollment=ceiling + 1))    # API v2 spelling, same phase
+    assert plausibility(_trial(phase="Phase 3", enrollment=ceiling + 1)) == []      # a bigger phase, a higher one
+    assert plausibility(_trial(phase=None, enrollment=ENROLLMENT_CEILING_ANY_PHASE)) == []
+    assert plausibility(_trial(phase=None, enrollment=ENROLLMENT_CEILING_ANY_PHASE + 1))
+
+
+def test_enrollment_ceilings_are_the_mirrors_99th_percentiles(mirror_db):
+    from core.pipeline.validation import (ENROLLMENT_CEILING_ANY_PHASE, ENROLLMENT_CEILINGS, ENROLLMENT_QUANTILE,
+                                          enrollment_ceilings)
+    from core.store.trials import enrollment_quantiles
+
+    with connect(mirror_db, read_only=True) as con:
+        by_phase, overall = enrollment_quantiles(con, ENROLLMENT_QUANTILE)
+    assert enrollment_ceilings(by_phase, overall) == (ENROLLMENT_CEILINGS, ENROLLMENT_CEILING_ANY_PHASE)
+    # each measured ceiling is at or above its 99th percentile and below the next two-figure value
+    for phase, (n, value) in by_phase.items():
+        if phase in ENROLLMENT_CEILINGS and n >= 50:
+            assert value <= ENROLLMENT_CEILINGS[phase] < value * 1.1
+
+
+def test_the_outcome_in_a_title_is_invalid_elsewhere_a_warning():
+    from core.pipeline.validation import title_leaks, validate
+    from core.review import badges
+
+    rec = _trial(brief_title="Failed clinical trial of Belinostat: A case report")
+    status, checks = validate(rec, intended_intervention="Belinostat", output="schema")
+    leak = checks["label_leak"]
+    assert status == "invalid" and leak["severity"] == "invalid"
+    assert leak["detail"]["title"] == [{"field": "brief_title", "word": "Failed"}]
+    assert ("outcome stated in the title (“Failed”)", "red") in badges(status, checks)
+
+    status, checks = validate(_trial(official_title="A Successful Phase 2 Study of Belinostat in PTCL"),
+                              intended_intervention="Belinostat")            # imported sets too
+    assert status == "invalid" and checks["label_leak"]["detail"]["title"] == [
+        {"field": "official_title", "word": "Successful"}]
+
+    # the same words elsewhere, or in their clinical sense in a title: a warning, as before
+    status, checks = validate(_trial(detailed_description="The trial failed its primary endpoint."),
+                              intended_intervention="Belinostat", output="schema")
+    assert status == "warning" and checks["label_leak"]["severity"] == "warning"
+    assert checks["label_leak"]["detail"]["title"] == []
+    clinical = _trial(brief_title="Belinostat in Heart Failure Patients Who Have Failed Prior Therapy",
+                      official_title="Belinostat for Bone Marrow Failure in Subjects Failing Standard Treatment")
+    assert title_leaks(clinical) == []
+    status, checks = validate(clinical, intended_intervention="Belinostat", output="schema")
+    assert status == "warning" and checks["label_leak"]["detail"]["count"] == 4
+
+
+def test_few_real_titles_state_an_outcome(mirror_db):
+    """The clinical uses set aside keep real trials (what the examples are) almost never invalid."""
+    from core.pipeline.validation import title_leaks
+    from core.store.trials import labeled_trials
+
+    with connect(mirror_db, read_only=True) as con:
+        trials = labeled_trials(con)
+    assert len(trials) > 1000
+    flagged = [t["nct_id"] for t in trials if title_leaks(t)]
+    assert len(flagged) / len(trials) < 0.002, flagged

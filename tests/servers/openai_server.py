@@ -62,6 +62,8 @@ _CONDITIONS = [
     "Psoriasis", "Hepatitis C", "Breast Cancer", "Schizophrenia", "Osteoporosis", "Migraine",
 ]
 _PHASES = ["Phase 1", "Phase 1/Phase 2", "Phase 2", "Phase 2/Phase 3", "Phase 3", "Phase 4"]
+# The most participants a trial of the phase gets here: real-sized (under validation's per-phase ceilings).
+_MOST_ENROLLED = {"Phase 1": 200, "Phase 1/Phase 2": 300, "Phase 2": 700}
 _DESIGNS = ["Randomized, double-blind, placebo-controlled", "Open-label, single-arm",
             "Randomized, active-controlled, parallel-group", "Multicenter, dose-ranging"]
 _OUTCOMES = ["Change from baseline in HbA1c", "Overall survival", "Progression-free survival",
@@ -143,7 +145,7 @@ def make_trial(rng: random.Random, intervention: str, label: int) -> dict[str, A
     phase = rng.choice(_PHASES)
     design = rng.choice(_DESIGNS)
     outcome = rng.choice(_OUTCOMES)
-    n = rng.randint(24, 900)
+    n = max(12, rng.randint(24, 900) * _MOST_ENROLLED.get(phase, 900) // 900)   # the same draws as before
     weeks = rng.choice([8, 12, 24, 26, 52])
     return {
         "brief_title": f"{design.split(',')[0]} Study of {intervention} in {condition}",
