@@ -203,3 +203,104 @@ def test_few_real_titles_state_an_outcome(mirror_db):
     assert len(trials) > 1000
     flagged = [t["nct_id"] for t in trials if title_leaks(t)]
     assert len(flagged) / len(trials) < 0.002, flagged
+
+
+# ---- the quality gate ----
+
+KEY = "sk-test-quality-31"
+
+
+def _run(db, srv, run_id, **kw):
+    from core.pipeline.batch import run_batch
+
+    return run_batch(db, 1, backend="openai", base_url=srv.base_url, api_key=KEY, seed=8, run_id=run_id,
+                     max_tokens=1024, show_progress=False, **kw)
+
+
+def _trial_row(db, run_id):
+    from core.store import synthetic as syn
+
+    with connect(db) as con:
+        (t,) = syn.list_synthetic(con, run_id=run_id)
+    return t
+
+
+def _generation_seeds(db, run_id):
+    """The seeds of the run's generation calls, in the order they were made (from the call log)."""
+    from core.store import llmlog
+
+    with connect(db) as con:
+        calls = llmlog.recent_calls(con, run_id=run_id, limit=50, purpose="generation")
+    params = [c["params"] if isinstance(c["params"], dict) else json.loads(c["params"]) for c in reversed(calls)]
+    return [p["seed"] for p in params]
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTGEN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def test_the_gate_writes_a_trial_with_the_outcome_in_its_title_again(mirror_db_copy):
+    from core.pipeline.run import retry_seed, step_seeds
+    from core.pipeline.validation import title_leaks
+    from core.serialize import LEAK_WORDS
+    from core.store import llmlog
+    from tests.servers.openai_server import serve
+
+    db = mirror_db_copy
+    with serve(faults=[None, "leaky_title"]) as srv:     # reasons, then a first trial titled with its outcome
+        result = _run(db, srv, "leak")
+        bodies = [r["body"] for r in srv.requests]
+    seeds = _generation_seeds(db, "leak")
+    assert result["done"] == 1 and len(seeds) == 2
+    assert [b["seed"] for b in bodies if "json_schema" in json.dumps(b.get("response_format"))
+            and "synthetic_clinical_trial" in json.dumps(b["response_format"])] == seeds   # what was sent
+    t = _trial_row(db, "leak")
+    first, second = seeds
+    assert first == step_seeds(t["meta"]["seed"])["generation"] and second == retry_seed(t["meta"]["seed"], 1)
+    gate = t["validation"]["quality_retries"]["detail"]
+    assert gate["seeds"] == [first, second] == t["meta"]["generation_seeds"]
+    (retry,) = gate["retries"]
+    assert (retry["seed"], retry["replaces"]) == (second, first) and list(retry["because"]) == ["label_leak"]
+    (leak,) = retry["because"]["label_leak"]
+    assert leak["field"] == "brief_title" and leak["word"].lower() in LEAK_WORDS
+    assert gate["unresolved"] == {}
+    # the stored trial is the second draw's; the first reply stays among the item's calls
+    assert t["validation_status"] == "ok" and title_leaks(t["record"]) == []
+    with connect(db) as con:
+        calls = llmlog.recent_calls(con, run_id="leak", limit=20, purpose="generation")
+    assert len(calls) == 2 and any(leak["word"] in c["response_text"] for c in calls)
+    from core.review import badges
+
+    assert ("written again 1× (outcome in the title)", "green") in badges(t["validation_status"], t["validation"])
+
+
+def test_the_gate_gives_up_after_its_retries_and_says_so(mirror_db_copy):
+    from core.pipeline.run import Settings
+    from tests.servers.openai_server import serve
+
+    db = mirror_db_copy
+    with serve(faults=[None] + ["leaky_title"] * 5) as srv:
+        _run(db, srv, "leak2")
+    seeds = _generation_seeds(db, "leak2")
+    t = _trial_row(db, "leak2")
+    gate = t["validation"]["quality_retries"]["detail"]
+    assert len(seeds) == 1 + Settings().quality_retries == len(set(seeds)) and gate["seeds"] == seeds
+    assert t["validation_status"] == "invalid" and t["validation"]["label_leak"]["severity"] == "invalid"
+    assert list(gate["unresolved"]) == ["label_leak"] and len(gate["retries"]) == Settings().quality_retries
+
+
+def test_the_gate_still_writes_a_near_copy_again(mirror_db_copy):
+    from tests.servers.openai_server import serve
+
+    db = mirror_db_copy
+    with serve(faults=[None, "copy"]) as srv:          # free text: the first trial is the first example itself
+        _run(db, srv, "copy", output="free")
+    seeds = _generation_seeds(db, "copy")
+    t = _trial_row(db, "copy")
+    gate = t["validation"]["quality_retries"]["detail"]
+    assert gate["seeds"] == seeds and len(seeds) == 2
+    (retry,) = gate["retries"]
+    assert list(retry["because"]) == ["near_copy"] and retry["because"]["near_copy"]["nct_id"] == t["example_nct_ids"][0]
+    assert t["validation"]["near_copy"]["ok"] and t["validation_status"] != "invalid"
