@@ -107,6 +107,9 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
+_RETRY_WORDS = {"near_copy": "near copy", "label_leak": "outcome in the title"}
+
+
 def _check_badge(name: str, check: dict[str, Any]) -> tuple[str, str]:
     """(positive wording of what the check found, colour): a passed check says what is right, a failed
     one says what it found ("near copy of NCT…"), never a double negative."""
@@ -124,8 +127,18 @@ def _check_badge(name: str, check: dict[str, Any]) -> tuple[str, str]:
         return ("intended intervention", colour) if ok else (f"other intervention: {gen or 'none'}", colour)
     if name == "label_leak":
         n = detail.get("count") if isinstance(detail, dict) else None
+        titled = (detail.get("title") if isinstance(detail, dict) else None) or []
+        if not ok and titled:
+            where = "official title" if titled[0].get("field") == "official_title" else "title"
+            return (f"outcome stated in the {where} (“{titled[0].get('word')}”)", colour)
         return ("no outcome words", colour) if ok else (
             f"outcome words in the text ({n})" if n else "outcome words in the text", colour)
+    if name == "quality_retries":
+        retries = (detail.get("retries") if isinstance(detail, dict) else None) or []
+        return ("first draft kept" if not retries else
+                f"written again {len(retries)}× ("
+                + ", ".join(sorted({_RETRY_WORDS.get(c, c) for r in retries for c in r.get("because") or {}})) + ")",
+                colour)
     if name == "near_copy":
         if ok:
             return ("original text", colour)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.analysis.corpus import AnalysisError, Corpus, StageProgress, load_corpus
+from core.analysis.corpus import Corpus, StageProgress, load_corpus
 from core.analysis.metrics import (PROJECTIONS, copy_groups, detection_auc, detection_test,  # noqa: F401
                                    distinct_n, distinct_pair_count, nearest, pair_cosines, project,
                                    sample_pairs, summary, validation_rates)

@@ -15,7 +15,6 @@ cancelled) with GridCancelled.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence

@@ -6,7 +6,8 @@ all run items through these step functions, with the same settings and the same 
 - `step_seeds(seed)`: the seeds of one item's steps, derived once here.
 - `retrieve_step`, `reason_step`, `generate_step`, `validate_step`: one named step each.
 - `trial_row` / `failure_row`: what the store keeps of an item, with full provenance.
-- `run_item`: all steps in order, with the quality gate's retry of a near copy (a new seed) inside it.
+- `run_item`: all steps in order, with the quality gate inside it: a trial that fails a check a new seed
+  can mend (RETRYABLE: a near copy of an example, the outcome stated in its title) is written again.
 """
 from __future__ import annotations
 
@@ -35,12 +36,37 @@ class Settings:
     attempts: int = 3                 # replies per stage before the item fails
     budget: int | None = None         # tokens for the K examples
     compact: bool = False             # examples in the schema's shape (small contexts)
-    near_copy_retries: int = 1        # a near copy of an example is generated again with a new seed
+    quality_retries: int = 1          # a trial failing a RETRYABLE check is generated again with a new seed
 
 
 def compact_for(llm: Any) -> bool:
     """Small contexts get compact examples (the schema's fields, long texts cut, no status fields)."""
     return int(getattr(llm, "context_window", 0) or 0) <= COMPACT_CONTEXT
+
+
+# Invalid checks that another draw can mend (retry_reasons keeps the part of each detail that says why). An
+# unreadable reply is asked again inside the generation step; a duplicate of the run's trials is left to the run.
+RETRYABLE = ("near_copy", "label_leak")
+
+
+def retry_reasons(checks: dict[str, Any]) -> dict[str, Any]:
+    """{check: why} of the RETRYABLE checks that made this trial invalid (label_leak is invalid only when a
+    title states the outcome): empty when the trial need not be written again."""
+    why: dict[str, Any] = {}
+    for name in RETRYABLE:
+        check = checks.get(name) or {}
+        if check.get("ok", True) or check.get("severity") != "invalid":
+            continue
+        detail = check.get("detail")
+        if name == "near_copy" and isinstance(detail, dict):
+            worst = max(detail.get("examples") or [{}], key=lambda e: (e.get("ngram_overlap") or 0,
+                                                                       e.get("longest_run") or 0))
+            why[name] = {k: worst.get(k) for k in ("nct_id", "ngram_overlap", "longest_run")}
+        elif name == "label_leak" and isinstance(detail, dict):
+            why[name] = detail.get("title")
+        else:
+            why[name] = detail
+    return why
 
 
 GENERATION_SEED_OFFSET = 7919   # a prime: generation's seed stays apart from reasoning's (and from runs made before)
@@ -134,6 +160,7 @@ async def run_item(llm: Any, pool: Any, settings: Settings, *, seed: int, label:
         reasoning = await reason_step(llm, retrieval, settings, seeds["reasoning"], prompts, run_id)
         stage = "generation"
         used = [seeds["generation"]]
+        retries: list[dict[str, Any]] = []
         earlier: list = []
         while True:
             if on_step:
@@ -143,14 +170,17 @@ async def run_item(llm: Any, pool: Any, settings: Settings, *, seed: int, label:
             generation.responses = earlier + generation.responses
             stage = "validation"
             status, checks = await asyncio.to_thread(validate_step, generation, retrieval, examples, synonyms, seen)
-            copied = not checks.get("near_copy", {}).get("ok", True)
-            if not copied or len(used) > settings.near_copy_retries:
+            why = retry_reasons(checks)
+            if not why or len(used) > settings.quality_retries:
                 break
-            # the quality gate: a near copy of an example is written again with a new seed
+            # the quality gate: a trial another draw can mend is written again with a new seed
             earlier = generation.responses
             used.append(retry_seed(seed, len(used)))
+            retries.append({"seed": used[-1], "replaces": used[-2], "because": why})
             stage = "generation"
-        checks["near_copy_retries"] = {"ok": True, "severity": "ok", "detail": {"seeds": used}}
+        # which seeds wrote the trial and why each retry happened; `unresolved`: what the last draw still fails
+        checks["quality_retries"] = {"ok": True, "severity": "ok",
+                                     "detail": {"seeds": used, "retries": retries, "unresolved": why}}
         return Item(retrieval, reasoning, generation, status, checks, seed, retrieval.intervention, synonyms, used)
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise

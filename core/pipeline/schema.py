@@ -3,7 +3,8 @@
 - `trial_schema(intervention)`: one synthetic trial. Its keys are core.record.SYNTHETIC_FIELDS (canonical
   record keys, in that order); the intended intervention is a `const`, so every backend that honours the
   schema names it; there is no status, why-stopped, results or completion-date field (the label is
-  recorded beside the trial, never in it); every text and list is bounded, so a small model stops.
+  recorded beside the trial, never in it); every text and list is bounded, so a small model stops; an
+  outcome's time frame follows TIME_FRAME_PATTERN (a duration, as ClinicalTrials.gov writes them).
 - `REASONS_SCHEMA`: exactly 5 reasons, each one sentence without brackets or template marks.
 - `compact_example(record, ...)`: a real trial serialized in the schema's own shape, long texts cut with a
   visible marker, never a status field: the few-shot examples a small-context model sees.
@@ -52,6 +53,71 @@ LIST_LIMITS = {"conditions": (1, 2), "keywords": (0, 3), "interventions": (1, 1)
                "primary_outcomes": (1, 2), "secondary_outcomes": (0, 2)}
 assert set(LIST_LIMITS) <= set(SYNTHETIC_FIELDS) and set(DESIGN_VALUES) == set(DESIGN_INFO_KEYS)
 
+# A time frame as ClinicalTrials.gov has them: a duration (a number with a unit: "12 weeks", "Week 24",
+# "Day 1", "1.5 years", "six months") with words around it ("Up to 2 years", "Baseline to week 24",
+# "Day 1 through Day 28"), or a study milestone ("Through study completion", "End of treatment"). Not a
+# date ("2012-03-01"), a year, or words without a duration ("Primary - Phase III Trial", "Ongoing").
+# Plain regex only (no lookarounds, backreferences, \d, or escapes outside a class: llama.cpp's grammar
+# has no \. or \+), so OpenAI's strict mode and llama-cpp-python's json_schema_to_gbnf both take it; no
+# quote, backslash or control character: the grammar writes the text inside a JSON string.
+_TF_UNITS = ("year", "month", "week", "day", "hour", "minute", "cycle", "course", "visit", "dose",
+             "yr", "wk", "mo", "hr", "min")          # each also plural
+_TF_LETTER_UNITS = ("h", "d")                          # "24 h", "28d"
+_TF_WORD_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_TF_MILESTONE_BEFORE = ("through", "throughout", "until", "up to", "at", "by", "to", "end of", "during",
+                        "length of", "duration of")
+_TF_MILESTONES = ("study", "treatment", "therapy", "follow-up", "baseline")
+_TF_MILESTONE_AFTER = ("completion", "end", "period", "visit")
+_TF_TEXT = "[A-Za-z0-9 ,.:;()/+&'-]"                  # the words around a duration
+_TF_SEP = "[ ,.:;()/+&'-]"                             # what parts a duration from those words
+
+
+def _either_case(word: str) -> str:
+    """`word` with its first letter in either case, as a regex ("Weeks" and "weeks")."""
+    return f"[{word[0].upper()}{word[0].lower()}]{word[1:]}"
+
+
+def _alternatives(words: tuple[str, ...]) -> str:
+    return "(" + "|".join(_either_case(w) for w in words) + ")"
+
+
+_TF_UNIT = "(" + "|".join([_either_case(u) + "s?" for u in _TF_UNITS] + list(_TF_LETTER_UNITS)) + ")"
+_TF_NUMBER = f"([0-9]{{1,3}}([.][0-9])?|{_alternatives(_TF_WORD_NUMBERS)})"
+_TF_DURATION = f"({_TF_NUMBER}[ -]?{_TF_UNIT}|{_TF_UNIT} [+]?[0-9]{{1,3}})"   # "12 weeks", "Day +100"
+_TF_DURATION_WIDTH = max(max(5, *map(len, _TF_WORD_NUMBERS)) + 1 + max(len(u) + 1 for u in _TF_UNITS),
+                         max(len(u) + 1 for u in _TF_UNITS) + 5)   # the longest text a duration can be
+_TF_MILESTONE = (f"({_alternatives(_TF_MILESTONE_BEFORE)}( the)? )?{_alternatives(_TF_MILESTONES)}"
+                 f"( {_alternatives(_TF_MILESTONE_AFTER)})?")
+# llama.cpp's grammar ignores maxLength where a pattern is given, so the pattern itself keeps a time frame
+# within TEXT_LIMITS: the words around the duration get the room the longest duration leaves, at most
+# `before` of it before the duration and the rest after. A regex cannot bound a total, so a few splits;
+# these were chosen greedily on the mirror's time frames, each accepting the most not yet accepted.
+_TF_ROOM = TEXT_LIMITS["time_frame"] - _TF_DURATION_WIDTH
+_TF_BEFORE = (0, 7, 15, _TF_ROOM)
+
+
+def _words_around(before: int, after: int) -> str:
+    """A duration with up to `before` and `after` characters of words around it, parted from them by a
+    separator (so "Phase 2 drug" is no "2 d")."""
+    head = f"({_TF_TEXT}{{0,{before - 1}}}{_TF_SEP})?" if before else ""
+    tail = f"({_TF_SEP}{_TF_TEXT}{{0,{after - 1}}})?" if after else ""
+    return head + _TF_DURATION + tail
+
+
+TIME_FRAME_PATTERN = "^(" + "|".join([_words_around(b, _TF_ROOM - b) for b in _TF_BEFORE] + [_TF_MILESTONE]) + ")$"
+# The same form without the length bound or the character class: whether a text states a time frame at all
+# (a free reply has no length limit, and a fifth of the real time frames are longer than the schema's).
+TIME_FRAME_FORM = re.compile(f"^((.*[^A-Za-z0-9])?{_TF_DURATION}([^A-Za-z0-9].*)?|{_TF_MILESTONE})$")
+_TIME_FRAME_RE = re.compile(TIME_FRAME_PATTERN)
+
+
+def is_time_frame(text: str, bounded: bool = False) -> bool:
+    """Whether `text` (whitespace collapsed) is a time frame: TIME_FRAME_FORM, or with `bounded`, the
+    schema's TIME_FRAME_PATTERN (also within its length)."""
+    flat = " ".join(str(text or "").split())
+    return bool((_TIME_FRAME_RE if bounded else TIME_FRAME_FORM).match(flat))
+
+
 # A reason: one sentence, a capital letter first, no brackets, braces, pipes or quotes (what templates
 # such as "[X]" or "(...)" are made of), 25 to 160 characters. The JSON Schema pattern and the embedded
 # model's numbered-list grammar are both built from these parts.
@@ -91,7 +157,8 @@ def _field(name: str, intervention: str) -> dict[str, Any]:
                                      desc: _text(t["item_description"])}))
     if name in ("primary_outcomes", "secondary_outcomes"):
         measure, time_frame, _ = LIST_ITEM_KEYS[name]
-        return _array(name, _object({measure: _text(t["measure"]), time_frame: _text(t["time_frame"])}))
+        return _array(name, _object({measure: _text(t["measure"]),
+                                     time_frame: dict(_text(t["time_frame"]), pattern=TIME_FRAME_PATTERN)}))
     if name == "design_info":
         return _object({k: {"enum": DESIGN_VALUES[k]} for k in DESIGN_INFO_KEYS})
     if name == "enrollment":

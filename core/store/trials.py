@@ -55,6 +55,28 @@ def labeled_trials(con: duckdb.DuckDBPyConnection, preference: list[str] | None 
     return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
+# ---- what real trials look like (the yardsticks of core.pipeline's plausibility checks) ----
+
+
+def outcome_time_frames(con: duckdb.DuckDBPyConnection, kind: str = "primary") -> list[str]:
+    """The non-empty time frames of every real trial's primary (or secondary) outcomes, as stored."""
+    column = {"primary": "primary_outcomes", "secondary": "secondary_outcomes"}[kind]
+    rows = con.execute(f"SELECT unnest(list_transform({column}, lambda o: o.time_frame)) FROM trials").fetchall()
+    return [r[0] for r in rows if r[0] and r[0].strip()]
+
+
+def enrollment_quantiles(con: duckdb.DuckDBPyConnection, q: float
+                         ) -> tuple[dict[str | None, tuple[int, float]], tuple[int, float]]:
+    """The `q` quantile of real trials' enrollment (linear interpolation): ({phase: (trials with an
+    enrollment, quantile)}, with None for trials without a phase; (the same over all trials))."""
+    rows = con.execute("""
+        SELECT grouping(phase) AS overall, phase, count(enrollment), quantile_cont(enrollment, ?)
+        FROM trials WHERE enrollment IS NOT NULL GROUP BY GROUPING SETS ((phase), ())""", [q]).fetchall()
+    by_phase = {phase: (n, float(value)) for overall, phase, n, value in rows if not overall}
+    (everything,) = [(n, float(value)) for overall, _, n, value in rows if overall]
+    return by_phase, everything
+
+
 # ---- ingest: all SQL used by core.ingest (bulk, set-based) ----
 
 

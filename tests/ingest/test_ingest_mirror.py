@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import json
-import random
 import shutil
 import subprocess
 import sys

@@ -8,7 +8,9 @@ Serves POST /v1/chat/completions, POST /v1/completions and GET /v1/models on 127
   "hang" (answers only after `hang_s`, past any sensible client timeout), "drop" (closes the
   connection without answering), "malformed" (200 with a body that is not JSON),
   "bad_content" (a valid completion whose text has neither reasons nor a trial), "empty" (""),
-  "placeholder" (the 5 reasons are template placeholders like "[X] [X] [X]", as JSON or numbered text).
+  "placeholder" (the 5 reasons are template placeholders like "[X] [X] [X]", as JSON or numbered text),
+  "leaky_title" (the usual trial, but its title states the outcome: "Failed clinical trial of X: A case
+  report", as the embedded model wrote), "copy" (the first few-shot example of the prompt, word for word).
 - answers the pipeline can use: a prompt asking for 5 reasons gets "1. ... 2. ... 3. ... 4. ... 5. ...";
   a prompt asking for a trial report gets a JSON trial (brief_title, conditions,
   interventions[{type,name}], eligibility_criteria, phase, ...) using the intervention named in
@@ -48,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, w
 from tests.servers.common import StateServer, running, serve_until_interrupted  # noqa: E402
 
 FAULTS = {"ok", "429", "500", "502", "503", "400", "401", "hang", "drop", "malformed", "bad_content", "empty",
-          "placeholder"}
+          "placeholder", "leaky_title", "copy"}
 PLACEHOLDER_REASONS = ["[Original reason for the failure]", "[X] [X] [X]", "[Reason 3]", "(...)",
                        "[Original reason for the failure]"]
 STRUCTURED = {"honour", "reject", "reject_all", "junk"}
@@ -62,6 +64,8 @@ _CONDITIONS = [
     "Psoriasis", "Hepatitis C", "Breast Cancer", "Schizophrenia", "Osteoporosis", "Migraine",
 ]
 _PHASES = ["Phase 1", "Phase 1/Phase 2", "Phase 2", "Phase 2/Phase 3", "Phase 3", "Phase 4"]
+# The most participants a trial of the phase gets here: real-sized (under validation's per-phase ceilings).
+_MOST_ENROLLED = {"Phase 1": 200, "Phase 1/Phase 2": 300, "Phase 2": 700}
 _DESIGNS = ["Randomized, double-blind, placebo-controlled", "Open-label, single-arm",
             "Randomized, active-controlled, parallel-group", "Multicenter, dose-ranging"]
 _OUTCOMES = ["Change from baseline in HbA1c", "Overall survival", "Progression-free survival",
@@ -143,7 +147,7 @@ def make_trial(rng: random.Random, intervention: str, label: int) -> dict[str, A
     phase = rng.choice(_PHASES)
     design = rng.choice(_DESIGNS)
     outcome = rng.choice(_OUTCOMES)
-    n = rng.randint(24, 900)
+    n = max(12, rng.randint(24, 900) * _MOST_ENROLLED.get(phase, 900) // 900)   # the same draws as before
     weeks = rng.choice([8, 12, 24, 26, 52])
     return {
         "brief_title": f"{design.split(',')[0]} Study of {intervention} in {condition}",
@@ -258,6 +262,23 @@ def answer(body: dict[str, Any], request_index: int, fence: bool | None = None) 
     if _REASON_ASK.search(ask) or _REASON_ASK.search(whole):
         return make_reasons(rng, intervention, label)
     return f"{intervention} was studied in a {rng.choice(_PHASES).lower()} trial."
+
+
+def leaky_title(text: str, body: dict[str, Any]) -> str:
+    """A trial reply (JSON, fenced or not) whose brief title states the outcome the prompt asks for."""
+    whole, ask = _prompt_text(body)
+    trial = json.loads(re.sub(r"^```json\n|\n```$", "", text.strip()))
+    intervention = _intervention(ask) if _intervention(ask) != "Metformin" else _intervention(whole)
+    outcome = "Successful" if _label(ask, whole) else "Failed"
+    trial["brief_title"] = f"{outcome} clinical trial of {intervention}: A case report"[:100]
+    return json.dumps(trial)
+
+
+def first_example(body: dict[str, Any]) -> str:
+    """The first few-shot example of the prompt as it stands there (what a model copying it writes)."""
+    whole, _ = _prompt_text(body)
+    m = re.search(r"clinical trial example: (.+?)(?:\n\n|$)", whole, re.S)
+    return m.group(1) if m else whole
 
 
 def _tokens(text: str) -> int:
@@ -416,10 +437,14 @@ class _Handler(BaseHTTPRequestHandler):
             text = "I am sorry, I cannot help with that request."
         elif fault == "empty":
             text = ""
+        elif fault == "copy":
+            text = first_example(body)
         elif fmt in ("json_schema", "json_object"):
             text = 'Sure! {"brief_title": "unfinished' if state.structured == "junk" else structured_answer(body, index)
         else:
             text = answer(body, index, state.fence)
+        if fault == "leaky_title":
+            text = leaky_title(text, body)
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and max_tokens > 0:
