@@ -61,12 +61,54 @@ def local_model_path() -> Path:
     return target
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_int8" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def extra_buffers_off() -> bool:
+    """Whether llama.cpp's extra weight buffers (AMX, repacked) are turned off: on CPUs with AMX, where
+    ggml's AMX matmul segfaults on this Q4_K_M model at the first decode (ggml-org/llama.cpp#20824; seen
+    here on a Xeon with amx_int8, in every build of llama-cpp-python 0.3.36 with native CPU flags).
+    CTGEN_LLAMA_EXTRA_BUFTS=1 or 0 overrides."""
+    env = os.environ.get("CTGEN_LLAMA_EXTRA_BUFTS")
+    if env in ("0", "1"):
+        return env == "0"
+    return _cpu_has_amx()
+
+
+def apply_cpu_workarounds() -> None:
+    """Every llama_cpp.Llama this process makes (ours, or llama_cpp.server's) skips the extra buffers
+    where extra_buffers_off(); idempotent."""
+    import llama_cpp.llama as high
+
+    low = high.llama_cpp
+    if not extra_buffers_off() or getattr(low.llama_model_default_params, "_ctgen", False):
+        return
+    default = low.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    params._ctgen = True  # type: ignore[attr-defined]
+    low.llama_model_default_params = params
+
+
 def _load_llama(path: Path, n_ctx: int) -> tuple[Any, threading.Lock]:
     """One llama.cpp model per (file, n_ctx) per process; with the lock that serializes its use."""
     key = (str(path), n_ctx)
     with _MODELS_LOCK:
         hit = _MODELS.get(key)
         if hit is None:
+            apply_cpu_workarounds()
             llm = _llama_class()(model_path=str(path), n_ctx=n_ctx, verbose=False, **local_llama_kwargs())
             hit = (llm, threading.Lock())
             _MODELS[key] = hit
@@ -75,11 +117,22 @@ def _load_llama(path: Path, n_ctx: int) -> tuple[Any, threading.Lock]:
 
 def local_llama_kwargs() -> dict[str, Any]:
     """Construction settings of the embedded model (the benchmark builds its baseline with these)."""
-    # Half the cores (llama-cpp-python's own default for generation), for prompt processing too:
-    # llama.cpp's threads spin at barriers, so using every core of a busy machine (the app, a batch,
-    # a fine-tune side by side) makes it many times slower, not faster. CTGEN_LLAMA_THREADS overrides.
-    n = int(os.environ.get("CTGEN_LLAMA_THREADS") or 0) or max(1, (os.cpu_count() or 2) // 2)
+    # The cores that are free when the model loads: every core of an idle machine (on 2 idle cores, 2 threads
+    # evaluate prompts at 611 tokens/s and write at 37.5 tokens/s, 1 thread at 330 and 23.5), fewer on a busy
+    # one, where llama.cpp's threads spin at barriers and every core made it many times slower, not
+    # faster (the app, a batch and a fine-tune side by side). CTGEN_LLAMA_THREADS overrides.
+    n = int(os.environ.get("CTGEN_LLAMA_THREADS") or 0) or free_cores()
     return {"n_threads": n, "n_threads_batch": n}
+
+
+def free_cores() -> int:
+    """Cores not busy by the 1-minute load average (at least 1)."""
+    cores = os.cpu_count() or 2
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return max(1, cores // 2)
+    return max(1, min(cores, int(cores - load + 0.5)))
 
 
 class LocalLLM(LLM):

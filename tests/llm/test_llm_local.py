@@ -93,7 +93,7 @@ def test_openai_backend_against_llama_cpp_server(local, tmp_path):
     port = free_port()
     log = open(tmp_path / "llama_server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(local_model_path()), "--host", "127.0.0.1",
+        [sys.executable, "-m", "core.llm.serve_local", "--model", str(local_model_path()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "gemma-3-270m"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -112,3 +112,26 @@ def test_openai_backend_against_llama_cpp_server(local, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+def test_cpu_workarounds_follow_the_cpu_and_the_override(monkeypatch):
+    """The extra (AMX) weight buffers go off where the CPU has AMX, or when asked; the thread count
+    follows the free cores."""
+    from core.llm import local as L
+
+    monkeypatch.setenv("CTGEN_LLAMA_EXTRA_BUFTS", "0")
+    assert L.extra_buffers_off()
+    monkeypatch.setenv("CTGEN_LLAMA_EXTRA_BUFTS", "1")
+    assert not L.extra_buffers_off()
+    monkeypatch.delenv("CTGEN_LLAMA_EXTRA_BUFTS")
+    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+    assert L.extra_buffers_off() == ("amx_int8" in flags.split())
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(L.os, "cpu_count", lambda: 4)
+    assert L.free_cores() == 4
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (3.2, 0.0, 0.0))
+    assert L.free_cores() == 1
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert L.free_cores() == 1
+    monkeypatch.setenv("CTGEN_LLAMA_THREADS", "3")
+    assert L.local_llama_kwargs() == {"n_threads": 3, "n_threads_batch": 3}
