@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         import openai  # noqa: F401  (one-time import, not timed)
         from core.llm import get_llm
         get_llm("openai", base_url="http://127.0.0.1:9/v1", api_key="sk-bench").count_tokens("warm up")
+        from core.llm.openai import ssl_context
+        ssl_context()  # loaded once per process (CA bundle)
 
         server, base_url = start_server(args.delay)
         print(f"batch of {args.n} trials (2 requests each), server delay {args.delay}s per request", flush=True)

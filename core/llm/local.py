@@ -125,9 +125,26 @@ def local_llama_kwargs() -> dict[str, Any]:
     return {"n_threads": n, "n_threads_batch": n}
 
 
-def free_cores() -> int:
-    """Cores not busy by the 1-minute load average (at least 1)."""
+def free_cores(sample_s: float = 0.25) -> int:
+    """Cores idle right now (at least 1): /proc/stat sampled for `sample_s` (the 1-minute load average
+    lags by minutes: after a benchmark it still read 1.3 on an idle machine); else the load average."""
     cores = os.cpu_count() or 2
+
+    def times() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                values = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)   # total, idle + iowait
+
+    first = times()
+    if first is not None:
+        time.sleep(sample_s)
+        second = times()
+        if second is not None and second[0] > first[0]:
+            idle = (second[1] - first[1]) / (second[0] - first[0])
+            return max(1, min(cores, int(cores * idle + 0.5)))
     try:
         load = os.getloadavg()[0]
     except OSError:

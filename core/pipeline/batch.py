@@ -201,19 +201,23 @@ class Batch:
     # -- store writes: group commit. Items hand their write to one writer; whatever is ready while
     # it works goes through the next connection, each item in its own transaction, committed at once.
     # Checkpointing on close is left to the end of the run (the WAL is durable; a reader replays it).
-    def _write_group(self, fns: list[Callable[[Any], Any]]) -> list[BaseException | None]:
+    def _write_group(self, writes: list[tuple[Callable[[Any], Any], float]]) -> list[BaseException | None]:
+        """Each (write, cost) in its own transaction; then the run's counts and cost, once for the group."""
         results: list[BaseException | None] = []
         with connect(self.db) as con:
             con.execute("PRAGMA disable_checkpoint_on_shutdown")
-            for fn in fns:
+            for fn, _ in writes:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     fn(con)
+                    self._flush_log(con)
                     con.execute("COMMIT")
                     results.append(None)
                 except Exception as exc:  # noqa: BLE001 - handed back to the item that wrote
                     con.execute("ROLLBACK")
                     results.append(exc)
+            cost = sum(c for (_, c), r in zip(writes, results) if r is None)
+            store.update_run(con, self.run_id, add_cost=cost)   # counts are recounted from the tables
         return results
 
     async def _writer(self) -> None:
@@ -232,7 +236,7 @@ class Batch:
                     break
                 group.append(nxt)
             try:
-                results = await asyncio.to_thread(self._write_group, [fn for fn, _ in group])
+                results = await asyncio.to_thread(self._write_group, [w for w, _ in group])
             except Exception as exc:  # noqa: BLE001 - e.g. the store stayed locked
                 results = [exc] * len(group)
             for (_, fut), res in zip(group, results):
@@ -243,9 +247,9 @@ class Batch:
             if stop:
                 return
 
-    async def write(self, fn: Callable[[Any], Any]) -> None:
+    async def write(self, fn: Callable[[Any], Any], cost: float = 0.0) -> None:
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((fn, fut))
+        await self.queue.put(((fn, cost), fut))
         await fut
 
     def _flush_log(self, con: Any) -> None:
@@ -281,11 +285,7 @@ class Batch:
                                   intended=intended, label=self.params.get("label"))
                 cost = sum((r.cost_usd or 0.0) for r in err.responses)
 
-                def save_failure(con: Any) -> None:
-                    store.save_failure(con, row)
-                    self._flush_log(con)
-                    store.update_run(con, self.run_id, add_cost=cost)
-                await self.write(save_failure)
+                await self.write(lambda con: store.save_failure(con, row), cost)
                 self.failed += 1
                 return "failed"
             self.seen.append(fingerprint(item.generation.record, sid))
@@ -293,13 +293,9 @@ class Batch:
                             settings=self.settings)
             cost = row["meta"]["cost_usd"]
 
-            def save(con: Any) -> None:
-                store.save_synthetic(con, row)
-                self._flush_log(con)
-                store.update_run(con, self.run_id, add_cost=cost)
             slots.release()
             held = False
-            await self.write(save)
+            await self.write(lambda con: store.save_synthetic(con, row), cost)
             self.cost += cost
             self.done += 1
             self.statuses[index] = item.status

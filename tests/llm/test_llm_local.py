@@ -126,12 +126,25 @@ def test_cpu_workarounds_follow_the_cpu_and_the_override(monkeypatch):
     monkeypatch.delenv("CTGEN_LLAMA_EXTRA_BUFTS")
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
     assert L.extra_buffers_off() == ("amx_int8" in flags.split())
-    monkeypatch.setattr(L.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert 1 <= L.free_cores(0.05) <= (os.cpu_count() or 2)
+    # a busy core: a spinning thread takes about one core's share of the idle time away
+    import threading
+
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [0 for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    try:
+        assert L.free_cores(0.3) <= max(1, (os.cpu_count() or 2) - 1)
+    finally:
+        stop.set()
+        spinner.join()
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: (_ for _ in ()).throw(OSError("no /proc"))
+                        if str(path) == "/proc/stat" else real_open(path, *a, **k))
     monkeypatch.setattr(L.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert L.free_cores() == 4
     monkeypatch.setattr(L.os, "getloadavg", lambda: (3.2, 0.0, 0.0))
-    assert L.free_cores() == 1
-    monkeypatch.setattr(L.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
     assert L.free_cores() == 1
     monkeypatch.setenv("CTGEN_LLAMA_THREADS", "3")
     assert L.local_llama_kwargs() == {"n_threads": 3, "n_threads_batch": 3}
