@@ -46,6 +46,10 @@ class LLMRequest:
     # The embedded model only: llama.cpp's repeat penalty over the last 64 tokens (a base model otherwise
     # loops: "8. 8. 8.", the same reason five times). OpenAI-compatible servers do not get it.
     repeat_penalty: float = 1.0
+    # The embedded model, with a schema only: words its reply may not write inside these string fields
+    # ({field: [word, ...]}; tokens that begin one of them are masked while the field is being written).
+    # The trial's titles must not state the outcome; servers get no such mask (validation still checks).
+    avoid_words: dict[str, list[str]] | None = None
 
 
 @dataclass

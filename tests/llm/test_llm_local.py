@@ -148,3 +148,33 @@ def test_cpu_workarounds_follow_the_cpu_and_the_override(monkeypatch):
     assert L.free_cores() == 1
     monkeypatch.setenv("CTGEN_LLAMA_THREADS", "3")
     assert L.local_llama_kwargs() == {"n_threads": 3, "n_threads_batch": 3}
+
+
+def test_title_mask_keeps_the_outcome_out_of_titles(local):
+    """The embedded model's title mask: the tokens it bans begin an outcome word, ordinary title words
+    stay allowed, and a trial asked for with the mask, after a prompt that invites "Failed ..." titles,
+    has titles without outcome words (a reply without the mask is the control: it may or may not say it)."""
+    import json
+    import re
+
+    from core.llm.local import banned_tokens
+    from core.pipeline.generation import TITLE_AVOID
+    from core.pipeline.schema import trial_schema
+    from core.serialize import LEAK_WORDS
+
+    model = local._llama._model
+    ids = banned_tokens(model, local._llama._n_vocab, tuple(sorted(TITLE_AVOID)))
+    pieces = {model.token_to_piece(int(t)).rstrip(b"\0").decode("utf-8", "ignore").strip().lower() for t in ids}
+    assert {"failed", "failure", "successful", "terminated"} <= pieces
+    assert not pieces & {"term", "efficacy", "safety", "study", "complete", "trial", "suc"}
+    leak = re.compile(r"\b(" + "|".join(re.escape(w) for w in LEAK_WORDS) + r")\b", re.IGNORECASE)
+    doc = ("Failed clinical trial example: {\"brief_title\": \"Failed trial of aspirin\"}\n\n"
+           "Write a report of a failed clinical trial of Aspirin. Say in the title that it failed.\n"
+           "Failed clinical trial example: ")
+    avoid = {f: TITLE_AVOID for f in ("brief_title", "official_title")}
+    for seed in (1, 2, 3):
+        text = local.complete(LLMRequest(document=doc, max_tokens=70, temperature=1.0, seed=seed,
+                                         schema=trial_schema("Aspirin"), avoid_words=avoid)).text
+        titles = re.findall(r'"(?:brief_title|official_title)"\s*:\s*"((?:[^"\\]|\\.)*)', text)
+        assert titles, text
+        assert not any(leak.search(t) for t in titles), titles
