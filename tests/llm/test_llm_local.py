@@ -154,7 +154,7 @@ def test_title_mask_keeps_the_outcome_out_of_titles(local):
     """The embedded model's title mask: the tokens it bans begin an outcome word, ordinary title words
     stay allowed, and a trial asked for with the mask, after a prompt that invites "Failed ..." titles,
     has titles without outcome words (a reply without the mask is the control: it may or may not say it)."""
-    import json
+
     import re
 
     from core.llm.local import banned_tokens
