@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from core.analysis.corpus import AnalysisError
+
 
 def run(args: argparse.Namespace) -> int:
     from core import config
@@ -74,7 +76,7 @@ def _run_one(args: argparse.Namespace, db, params, label: str, job: Any) -> int:
 
     try:
         out = analysis.run(db, params, projections=args.projection, recompute=args.recompute, progress=progress)
-    except analysis.AnalysisError as exc:
+    except AnalysisError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         job.update(error=label + str(exc))

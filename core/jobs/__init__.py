@@ -25,6 +25,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -279,7 +280,13 @@ def _last_error(d: Path) -> str:
     return (errors or lines or ["the command failed (see the log)"])[-1][:500]
 
 
+_CANCEL_ASKED = threading.Event()
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    # Remembered as well as raised: a DuckDB query that the KeyboardInterrupt reaches re-raises it as
+    # RuntimeError("Query interrupted"), and a cancel must still end as cancelled, not failed.
+    _CANCEL_ASKED.set()
     raise KeyboardInterrupt("cancelled")
 
 
@@ -297,9 +304,14 @@ def run_child(d: Path) -> int:
     except SystemExit as exc:  # argparse: a bad parameter
         rc = exc.code if isinstance(exc.code, int) else 2
     except BaseException as exc:
+        if _CANCEL_ASKED.is_set():
+            _write_status(d, "cancelled", finished_at=time.time())
+            return CANCELLED_RC
         traceback.print_exc()
         _write_status(d, "failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
         return 1
+    if rc not in (0, CANCELLED_RC) and _CANCEL_ASKED.is_set():
+        rc = CANCELLED_RC   # the command caught the interrupt and exited with its own error code
     if rc == 0:
         _write_status(d, "done", finished_at=time.time())
     elif rc == CANCELLED_RC:

@@ -97,7 +97,11 @@ def test_finetune_page_launch_watch_cancel_and_finish(ui_db, streamlit_server, p
     stored = X.stored_runs(db)
     assert len(stored) == 1 and stored[0]["model_used"] == "tfidf-logreg" and stored[0]["train"] == "real"
     assert stored[0]["run_id"] in table.inner_text()
-    main.get_by_text("Log", exact=True).click()
+    # the runs panel is a fragment that reruns every 2 s while a run was active: for a moment the old and
+    # the new expander are both in the page
+    log = main.get_by_text("Log", exact=True)
+    expect(log).to_have_count(1, timeout=T)
+    log.click()
     roc = stored[0]["summary"]["roc_auc"]
     expect(main.locator("code").filter(has_text=f"ROC-AUC    {roc['mean']:.3f} ± {roc['sd']:.3f}")).to_be_visible(
         timeout=T)
