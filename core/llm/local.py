@@ -316,10 +316,8 @@ class _GrammarSampler:
         if avoid:
             fields = "|".join(re.escape(f) for f in avoid)
             self.avoid = (re.compile(r'"(' + fields + r')"\s*:\s*"(?:[^"\\]|\\.)*$'),
-                          {f: banned_tokens(model, n_vocab, tuple(sorted(w.lower() for w in words)))
-                           for f, words in avoid.items()},
-                          {f: (tuple(w.lower() for w in words if not w.endswith("*")),
-                               tuple(w[:-1].lower() for w in words if w.endswith("*"))) for f, words in avoid.items()})
+                          {f: banned_tokens(model, n_vocab, tuple(sorted(words))) for f, words in avoid.items()},
+                          {f: split_avoid(words) for f, words in avoid.items()})
         self.chain = self.rest = self.pen = None
         self.grammar = C.llama_sampler_init_grammar(model.vocab, gbnf.encode("utf-8"), b"root")
         if not self.grammar:
@@ -384,7 +382,8 @@ class _GrammarSampler:
             if not self._allowed(token):
                 token = self._constrain(scored)
             # a word the mask's single tokens miss, spelled across tokens ("F" + "ailing"): drop, sample again
-            if field is None or not self._spells_avoided(field, token):
+            piece = _piece(self.model, token) if self.avoid else ""
+            if field is None or not self._spells_avoided(field, piece):
                 break
             scored[token] = -np.inf
             self.fview["id"] = self.ids
@@ -394,20 +393,17 @@ class _GrammarSampler:
         if self.pen:
             C.llama_sampler_accept(self.pen, token)
         C.llama_sampler_accept(self.grammar, token)
-        if self.avoid:
-            self.text += self.model.token_to_piece(token).rstrip(b"\0").decode("utf-8", "ignore")
+        self.text += piece
         return token
 
-    def _spells_avoided(self, field: str, token: int) -> bool:
-        """Whether `token`, after the letters the field's text ends with, begins an avoided word."""
-        piece = self.model.token_to_piece(token).rstrip(b"\0").decode("utf-8", "ignore").lower()
+    def _spells_avoided(self, field: str, piece: str) -> bool:
+        """Whether a token of text `piece`, after the letters the field's text ends with, begins an avoided
+        word."""
         if not piece[:1].isalpha():
             return False
-        tail = re.search(r"[^\W\d_]*$", self.text[-40:]).group(0).lower()
-        word = re.match(r"[^\W\d_]*", tail + piece).group(0)
-        whole, stems = self.avoid[2][field]
-        return word.startswith(whole + stems) or any(len(word) >= len(st) - 1 and st.startswith(word)
-                                                      for st in stems)
+        tail = re.search(r"[^\W\d_]*$", self.text[-40:]).group(0)
+        word = re.match(r"[^\W\d_]*", (tail + piece).lower()).group(0)
+        return begins_avoided(word, *self.avoid[2][field])
 
     def _constrain(self, scored: Any) -> int:
         C, np = self._C, self._np
@@ -434,23 +430,33 @@ class _GrammarSampler:
         self.close()
 
 
+def split_avoid(words: list[str] | tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(whole words, stems) of an avoid list, lower case: a word ending in "*" is a stem."""
+    low = [w.lower() for w in words]
+    return tuple(w for w in low if not w.endswith("*")), tuple(w[:-1] for w in low if w.endswith("*"))
+
+
+def begins_avoided(word: str, whole: tuple[str, ...], stems: tuple[str, ...]) -> bool:
+    """Whether lower-case `word` (a token's letters, or a word so far) begins an avoided word: it starts with
+    one ("failed" for "failed", "failures" for "fail*"), or it is a start of a stem at most one letter short
+    ("succ" for "succe*"; "suc" is let through: "sucrose")."""
+    return word.startswith(whole + stems) or any(len(word) >= len(st) - 1 and st.startswith(word) for st in stems)
+
+
+def _piece(model: Any, token: int) -> str:
+    return model.token_to_piece(token).rstrip(b"\0").decode("utf-8", "ignore")
+
+
 @lru_cache(maxsize=16)
 def banned_tokens(model: Any, n_vocab: int, words: tuple[str, ...]) -> Any:
-    """Ids of the tokens that would begin one of `words` (lower case): the token's text, after leading spaces
-    and punctuation, starts with the word ("Failed" for "failed"); a word ending in "*" is a stem, which also
-    bans tokens that are a start of it at most one letter short ("Fai"... no, "Succ" for "succe*")."""
+    """Ids of the tokens that begin an avoided word (begins_avoided) on their own: their text after leading
+    spaces and punctuation (" Failed", "Success"). Words spelled across tokens are the sampler's to catch."""
     import numpy as np
 
-    whole = tuple(w for w in words if not w.endswith("*"))
-    stems = tuple(w[:-1] for w in words if w.endswith("*"))
-    ids = []
-    for t in range(n_vocab):
-        piece = model.token_to_piece(t).rstrip(b"\0").decode("utf-8", "ignore").lower()
-        core = piece.lstrip(" \t\n-_([{'\"/")
-        if not core or not core[0].isalpha():
-            continue
-        if core.startswith(whole + stems) or any(len(core) >= len(s) - 1 and s.startswith(core) for s in stems):
-            ids.append(t)
+    whole, stems = split_avoid(words)
+    ids = [t for t in range(n_vocab)
+           if (core := _piece(model, t).lower().lstrip(" \t\n-_([{'\"/")) and core[0].isalpha()
+           and begins_avoided(core, whole, stems)]
     return np.array(ids, dtype=np.int64)
 
 

@@ -195,13 +195,14 @@ def schema_name(kind: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json))
+def _trial_validator(intervention: str) -> Draft202012Validator:
+    return Draft202012Validator(trial_schema(intervention))
 
 
-def conformance(obj: Any, schema: dict[str, Any]) -> list[str]:
-    """Where `obj` breaks `schema`: one line per error, 'path: message' (empty when it conforms)."""
-    validator = _validator(json.dumps(schema, sort_keys=True))
+def conformance(obj: Any, schema: dict[str, Any] | str) -> list[str]:
+    """Where `obj` breaks `schema` (a JSON Schema, or an intervention's name for its trial_schema, whose
+    validator is built once): one line per error, 'path: message' (empty when it conforms)."""
+    validator = _trial_validator(schema) if isinstance(schema, str) else Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:160]}" for e in errors]
 

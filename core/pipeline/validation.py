@@ -182,15 +182,19 @@ def enrollment_ceilings(by_phase: dict[str | None, tuple[int, float]], overall: 
     return ceilings, _round_up(overall[1])
 
 
-def enrollment_ceiling(phase: Any) -> int:
-    """The enrollment ceiling of `phase` (any spelling the registry uses), else of any phase."""
+def registry_phase(phase: Any) -> str | None:
+    """`phase` as one of the registry's phases (core.pipeline.schema.PHASES), whatever its spelling
+    ("phase 2", "Phase 1, Phase 2"); None when it is none of them."""
     from core.pipeline.schema import PHASES
 
     key = _squash(str(phase or ""))
-    for p in PHASES:
-        if key in (_squash(p), _squash(p.replace("/", ","))):
-            return ENROLLMENT_CEILINGS[p]
-    return ENROLLMENT_CEILING_ANY_PHASE
+    return next((p for p in PHASES if key in (_squash(p), _squash(p.replace("/", ",")))), None)
+
+
+def enrollment_ceiling(phase: Any) -> int:
+    """The enrollment ceiling of `phase` (any spelling the registry uses), else of any phase."""
+    known = registry_phase(phase)
+    return ENROLLMENT_CEILINGS[known] if known else ENROLLMENT_CEILING_ANY_PHASE
 
 
 def fingerprint(record: dict[str, Any], trial_id: str | None = None) -> tuple[str | None, frozenset]:
@@ -203,23 +207,22 @@ def plausibility(rec: dict[str, Any]) -> list[str]:
     """Values no registry record would have: enrollment not a positive integer or above its phase's ceiling,
     a phase outside the registry's vocabulary, an outcome time frame that is no time frame (a date, no
     duration), criteria without inclusion/exclusion text, ages the wrong way round."""
-    from core.pipeline.schema import PHASES, is_time_frame
+    from core.pipeline.schema import is_time_frame
 
     problems = []
+    phase = rec.get("phase")
     enrollment = rec.get("enrollment")
     if enrollment is not None and (not isinstance(enrollment, int) or enrollment < 1):
         problems.append(f"enrollment {enrollment!r} is not a positive integer")
-    elif enrollment is not None and enrollment > enrollment_ceiling(rec.get("phase")):
-        problems.append(f"enrollment {enrollment:,} is above {enrollment_ceiling(rec.get('phase')):,}, the 99th "
-                        f"percentile of real {rec.get('phase') or 'trials'}")
+    elif enrollment is not None and enrollment > (ceiling := enrollment_ceiling(phase)):
+        problems.append(f"enrollment {enrollment:,} is above {ceiling:,}, the 99th "
+                        f"percentile of real {phase or 'trials'}")
     for key in ("primary_outcomes", "secondary_outcomes"):
         for i, outcome in enumerate(rec.get(key) or []):
             frame = (outcome or {}).get("time_frame") if isinstance(outcome, dict) else None
             if frame and not is_time_frame(frame):
                 problems.append(f"{key}[{i}] time frame {str(frame)[:60]!r} is not a duration or study milestone")
-    phase = rec.get("phase")
-    known = {_squash(p) for p in PHASES} | {_squash(p.replace("/", ",")) for p in PHASES}
-    if phase and _squash(phase) not in known:
+    if phase and registry_phase(phase) is None:
         problems.append(f"phase {phase!r} is not one of the registry's phases")
     criteria = (rec.get("eligibility_criteria") or "").lower()
     if criteria and not ("inclusion" in criteria or "exclusion" in criteria):
@@ -307,14 +310,14 @@ def validate(record: dict[str, Any] | None, *, intended_intervention: str | None
                                         {"problems": problems} if problems else "plausible")
 
     if output == "schema" and intended_intervention:
-        from core.pipeline.schema import SYNTHETIC_FIELDS, conformance, trial_schema
+        from core.pipeline.schema import SYNTHETIC_FIELDS, conformance
 
         reply = {k: v for k, v in rec.items() if k in SYNTHETIC_FIELDS}
         reply["interventions"] = [{k: i.get(k) for k in ("type", "name", "description")} for i in rec["interventions"]]
         reply["arm_groups"] = [{k: a.get(k) for k in ("label", "type", "description")} for a in rec["arm_groups"]]
         for key in ("primary_outcomes", "secondary_outcomes"):
             reply[key] = [{k: o.get(k) for k in ("measure", "time_frame")} for o in rec[key]]
-        errors = conformance(reply, trial_schema(intended_intervention))
+        errors = conformance(reply, intended_intervention)   # the trial schema's cached validator
         checks["schema"] = _check(not errors, "warning", {"errors": errors[:20], "count": len(errors)} if errors
                                   else "conforms")
 
