@@ -139,6 +139,12 @@ def _check_badge(name: str, check: dict[str, Any]) -> tuple[str, str]:
                 f"written again {len(retries)}× ("
                 + ", ".join(sorted({_RETRY_WORDS.get(c, c) for r in retries for c in r.get("because") or {}})) + ")",
                 colour)
+    if name == "plausibility":
+        problems = (detail.get("problems") if isinstance(detail, dict) else None) or []
+        if ok or not problems:
+            return ("plausible values", colour)
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        return (f"implausible: {problems[0][:70]}{more}", colour)
     if name == "near_copy":
         if ok:
             return ("original text", colour)

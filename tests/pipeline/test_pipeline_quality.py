@@ -304,3 +304,16 @@ def test_the_gate_still_writes_a_near_copy_again(mirror_db_copy):
     (retry,) = gate["retries"]
     assert list(retry["because"]) == ["near_copy"] and retry["because"]["near_copy"]["nct_id"] == t["example_nct_ids"][0]
     assert t["validation"]["near_copy"]["ok"] and t["validation_status"] != "invalid"
+
+
+def test_the_plausibility_badge_says_what_is_implausible():
+    from core.pipeline.validation import validate
+    from core.review import badges
+
+    rec = _trial(minimum_age="30 Years", maximum_age="29 Years")
+    status, checks = validate(rec, intended_intervention="Belinostat", output="schema")
+    assert not checks["plausibility"]["ok"]
+    texts = [t for t, _ in badges(status, checks) if t.startswith("implausible: ")]
+    assert texts == ["implausible: minimum age 30 Years is above maximum age 29 Years"], badges(status, checks)
+    status, checks = validate(_trial(), intended_intervention="Belinostat", output="schema")
+    assert checks["plausibility"]["ok"] and ("plausible values", "green") in badges(status, checks)
